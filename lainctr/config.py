@@ -1,0 +1,132 @@
+"""Expid lookup, config merging and key checks.
+
+Config files:
+
+* ``config/base_config.yaml`` — a ``Base`` block of defaults for every expid;
+* ``config/dataset_config.yaml`` (+ ``config/datasets_*.yaml``) — every dataset once;
+* ``model_zoo/<Model>/config/model_config.yaml`` — each model's expids.
+
+``params = Base <- dataset keys (length_buckets, feature_specs) <- expid block``: the expid wins. Unlike
+FuxiCTR, an unknown or misspelled key is an error that lists the valid keys.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Dict, Iterable, List, Optional
+
+import yaml
+
+from .models.base import TRAINER_KEYS
+from .paths import zoo_root
+
+# Keys the experiment runner consumes (the rest go to the model constructor).
+RUN_KEYS = {"model", "dataset_id", "seed", "epochs", "batch_size", "eval_batch_size", "shuffle",
+            "results_file", "length_buckets", "max_gradient_norm", "group_id", "feature_specs"}
+DATASET_KEYS = {"data_dir", "builder", "builder_args", "length_buckets", "feature_specs", "download",
+                "preprocess"}
+DATASET_PARAM_KEYS = ("length_buckets", "feature_specs")
+
+
+class ConfigError(ValueError):
+    """A config file or key is wrong; the message says which and what is allowed."""
+
+
+def _read_yaml(path: str) -> Dict[str, dict]:
+    with open(path) as fd:
+        content = yaml.safe_load(fd) or {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of blocks, got {type(content).__name__}")
+    return content
+
+
+def config_files(config_dir: Optional[str] = None) -> List[str]:
+    """Model config files: every ``*.yaml`` under ``config_dir`` if given, else the zoo's model configs."""
+    if config_dir:
+        if not os.path.isdir(config_dir):
+            raise ConfigError(f"--config {config_dir}: not a directory")
+        return sorted(glob.glob(os.path.join(config_dir, "**", "*.yaml"), recursive=True))
+    return sorted(glob.glob(os.path.join(zoo_root(), "model_zoo", "*", "config", "model_config.yaml")))
+
+
+def _blocks(files: Iterable[str]) -> Dict[str, tuple]:
+    """``{name: (block, file)}`` over files; a name defined twice is an error."""
+    found: Dict[str, tuple] = {}
+    for path in files:
+        for name, block in _read_yaml(path).items():
+            if name in found and found[name][1] != path:
+                raise ConfigError(f"'{name}' is defined in both {found[name][1]} and {path}")
+            found[name] = (block, path)
+    return found
+
+
+def load_base(config_dir: Optional[str] = None) -> Dict[str, object]:
+    candidates = [os.path.join(config_dir, "base_config.yaml")] if config_dir else []
+    candidates.append(os.path.join(zoo_root(), "config", "base_config.yaml"))
+    for path in candidates:
+        if os.path.exists(path):
+            return dict(_read_yaml(path).get("Base", {}))
+    raise ConfigError(f"no base_config.yaml in {candidates}")
+
+
+def dataset_configs(config_dir: Optional[str] = None) -> Dict[str, dict]:
+    """Every dataset block: ``config/dataset_config.yaml`` and ``config/datasets_*.yaml`` (and the same
+    names under ``config_dir``, which win)."""
+    dirs = [os.path.join(zoo_root(), "config")] + ([config_dir] if config_dir else [])
+    datasets: Dict[str, dict] = {}
+    for d in dirs:
+        for path in sorted(glob.glob(os.path.join(d, "dataset_config.yaml")) + glob.glob(os.path.join(d, "datasets_*.yaml"))):
+            for name, block in _read_yaml(path).items():
+                unknown = set(block) - DATASET_KEYS
+                if unknown:
+                    raise ConfigError(f"{path}: dataset '{name}' has unknown key(s) {sorted(unknown)}; "
+                                      f"valid keys: {sorted(DATASET_KEYS)}")
+                datasets[name] = dict(block, _file=path)
+    return datasets
+
+
+def load_dataset_config(dataset_id: str, config_dir: Optional[str] = None) -> Dict[str, object]:
+    datasets = dataset_configs(config_dir)
+    if dataset_id not in datasets:
+        raise ConfigError(f"unknown dataset_id '{dataset_id}'; configured datasets: {sorted(datasets)}")
+    return datasets[dataset_id]
+
+
+def list_expids(config_dir: Optional[str] = None) -> List[str]:
+    return sorted(n for n in _blocks(config_files(config_dir)) if n != "Base" and not n.endswith("_common"))
+
+
+def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, object]:
+    """The merged parameters of ``expid`` (with ``expid`` itself under the key ``expid``)."""
+    blocks = _blocks(config_files(config_dir))
+    if expid not in blocks:
+        known = sorted(n for n in blocks if n != "Base")
+        close = [n for n in known if n.lower().startswith(expid.split("_")[0].lower())]
+        raise ConfigError(f"unknown expid '{expid}'. Similar: {close or known[:20]}")
+    block, path = blocks[expid]
+    for key in ("model", "dataset_id"):
+        if key not in block:
+            raise ConfigError(f"{path}: expid '{expid}' has no '{key}'")
+    params = load_base(config_dir)
+    dataset = load_dataset_config(block["dataset_id"], config_dir)
+    params.update({k: dataset[k] for k in DATASET_PARAM_KEYS if k in dataset})
+    params.update(block)
+    params["expid"] = expid
+    params["_config_file"] = path
+    return params
+
+
+def split_params(params: Dict[str, object], model_keys: Iterable[str]) -> tuple:
+    """(run params, model kwargs); raises ConfigError naming an unknown key and the valid ones."""
+    model_keys = set(model_keys) | TRAINER_KEYS
+    private = {k for k in params if k.startswith("_") or k == "expid"}
+    unknown = set(params) - RUN_KEYS - model_keys - private
+    if unknown:
+        source = params.get("_config_file", "the config")
+        raise ConfigError(f"{source}: expid '{params.get('expid')}' has unknown key(s) {sorted(unknown)} for "
+                          f"model {params.get('model')}. Valid keys: {sorted(RUN_KEYS | model_keys)}")
+    run = {k: v for k, v in params.items() if k in RUN_KEYS or k in private}
+    model = {k: v for k, v in params.items() if k in model_keys and k not in RUN_KEYS}
+    if "max_len" in params:
+        run["max_len"] = params["max_len"]
+    return run, model

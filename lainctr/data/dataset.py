@@ -1,0 +1,87 @@
+"""Load a dataset folder (see :mod:`lainctr.data.store`) into memory, validated, ready for the loader."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict
+
+import numpy as np
+import torch
+
+from . import store
+from .validation import validate_item_table, validate_sequences, validate_split
+
+
+@dataclass
+class SequenceDataset:
+    """Everything the loader needs, held in memory as pre-stacked arrays.
+
+    Attributes:
+        data_dir: the dataset folder.
+        info: content of ``dataset_info.json``.
+        feature_map_json: content of ``feature_map.json``.
+        label: name of the label column.
+        offsets: (U+1,) int64 CSR offsets of the per-user sequences.
+        behaviours: (N,) int64 tensor of item indices, all users concatenated.
+        item_table: ``{feature: (num_items, ...) tensor}``, row 0 = padding item.
+        splits: ``{split: {column: (n,) or (n, w) array}}``.
+    """
+    data_dir: str
+    info: Dict[str, object]
+    feature_map_json: Dict[str, object]
+    label: str
+    offsets: np.ndarray
+    behaviours: torch.Tensor
+    item_table: Dict[str, torch.Tensor]
+    splits: Dict[str, Dict[str, np.ndarray]]
+
+    @property
+    def num_items(self) -> int:
+        return int(next(iter(self.item_table.values())).shape[0])
+
+    def sequence_lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def _vocab(feature_map_json: Dict[str, object], source_item: bool) -> Dict[str, int]:
+    vocab = {}
+    for entry in feature_map_json["features"]:
+        (name, spec), = entry.items()
+        if spec["type"] in ("categorical", "sequence") and (spec.get("source") == "item") == source_item:
+            vocab[name] = int(spec["vocab_size"])
+    return vocab
+
+
+def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> SequenceDataset:
+    """Read and validate a dataset folder.
+
+    Raises:
+        FileNotFoundError: the folder or one of its files is missing.
+        DataValidationError: a file is corrupted (the message names file, column and row).
+    """
+    if not store.is_complete(data_dir):
+        raise FileNotFoundError(f"{data_dir}: not a complete dataset folder ({store.INFO_FILE} missing)")
+    info = store.read_info(data_dir)
+    with open(os.path.join(data_dir, store.FEATURE_MAP_FILE)) as fd:
+        feature_map_json = json.load(fd)
+    label = feature_map_json["labels"][0]
+    sequences = store.read_sequences(data_dir)
+    table = store.read_h5(os.path.join(data_dir, store.ITEMS_FILE))
+    split_columns = {s: store.read_h5(os.path.join(data_dir, f"{s}.h5")) for s in splits}
+    if validate:
+        num_items = validate_item_table(store.ITEMS_FILE, table, _vocab(feature_map_json, source_item=True))
+        validate_sequences(store.SEQUENCES_FILE, sequences.offsets, sequences.items, num_items, sequences.side)
+        promise_next = bool(info.get("target_is_next_behaviour", False))
+        for split, columns in split_columns.items():
+            validate_split(f"{split}.h5", columns, label, sequences.lengths(), num_items,
+                           _vocab(feature_map_json, source_item=False),
+                           sequences.items if promise_next else None,
+                           sequences.offsets if promise_next else None)
+    item_table = {name: torch.from_numpy(np.ascontiguousarray(
+        values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values.astype(np.int64)))
+        for name, values in table.items()}
+    return SequenceDataset(data_dir=data_dir, info=info, feature_map_json=feature_map_json, label=label,
+                           offsets=sequences.offsets.astype(np.int64),
+                           behaviours=torch.from_numpy(sequences.items.astype(np.int64)),
+                           item_table=item_table, splits=split_columns)

@@ -1,0 +1,142 @@
+"""Run one expid end to end: build the data if missing, train, evaluate, append the results row."""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import uuid
+from typing import Dict, Optional
+
+import fuxictr
+import numpy as np
+import torch
+from fuxictr.features import FeatureMap
+from fuxictr.pytorch.torch_utils import seed_everything
+
+from . import __version__, config as config_lib, metrics as metric_lib, registry
+from .data import store, synthetic
+from .data.dataset import load_dataset
+from .data.loader import SequenceBatchLoader
+from .paths import data_root as resolve_data_root, zoo_root
+from .results import append_result
+
+BUILDERS = {"synthetic": synthetic.build}
+
+
+class DatasetMissingError(FileNotFoundError):
+    """A dataset folder is absent and cannot be built here; the message says how to get it."""
+
+
+def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, object], root: str) -> str:
+    """The dataset folder, built first when the config has a builder and the folder is missing."""
+    data_dir = os.path.join(root, str(dataset_cfg.get("data_dir", dataset_id)))
+    if store.is_complete(data_dir):
+        return data_dir
+    builder = dataset_cfg.get("builder")
+    if builder:
+        if builder not in BUILDERS:
+            raise config_lib.ConfigError(f"dataset '{dataset_id}': unknown builder '{builder}'; known: {sorted(BUILDERS)}")
+        logging.info("Building dataset %s into %s", dataset_id, data_dir)
+        return BUILDERS[builder](data_dir, dataset_id=dataset_id, **dict(dataset_cfg.get("builder_args") or {}))
+    raise DatasetMissingError(
+        f"Dataset '{dataset_id}' is not at {data_dir}.\n\n"
+        f"What to download:\n{dataset_cfg.get('download', '(no download instructions configured)')}\n"
+        f"Then convert it:\n  {dataset_cfg.get('preprocess', '(no preprocessing command configured)')}\n"
+        f"(data root: {root}; set --data_root or ${'{'}LAINCTR_DATA_ROOT{'}'})")
+
+
+def load_feature_map(dataset_id: str, data_dir: str, params: Dict[str, object]) -> FeatureMap:
+    feature_map = FeatureMap(dataset_id, data_dir)
+    feature_map.load(os.path.join(data_dir, store.FEATURE_MAP_FILE),
+                     {"embedding_dim": params.get("embedding_dim"), "group_id": params.get("group_id", "user_index"),
+                      "feature_specs": params.get("feature_specs")})
+    return feature_map
+
+
+def _versions() -> Dict[str, str]:
+    return {"lainctr": __version__, "fuxictr": fuxictr.__version__ if hasattr(fuxictr, "__version__") else "2.3.9",
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _setup_logging(log_file: str, verbose: int) -> None:
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    handlers = [logging.FileHandler(log_file, mode="w"), logging.StreamHandler(sys.stdout)]
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=handlers, force=True,
+                        format="%(asctime)s P%(process)d %(levelname)s %(message)s")
+
+
+def evaluation_columns(model, loader, split: str, metrics, buckets) -> Dict[str, float]:
+    """``{split}_{metric}`` and per-bucket ``{split}_{metric}@{low}-{high}`` columns."""
+    arrays = model.predict_arrays(loader)
+    y_true, y_pred = arrays["y_true"].astype(np.float64), arrays["y_pred"].astype(np.float64)
+    columns = {f"{split}_{k}": v for k, v in
+               metric_lib.evaluate_metrics(y_true, y_pred, metrics, arrays["group"]).items()}
+    columns.update({f"{split}_{k}": v for k, v in metric_lib.bucket_metrics(
+        y_true, y_pred, arrays["group"], arrays["history_length"], buckets, metrics).items()})
+    return columns
+
+
+def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, data_root: Optional[str] = None,
+                   overrides: Optional[Dict[str, object]] = None, results_file: Optional[str] = None) -> Dict[str, object]:
+    """Train and evaluate ``expid``; returns (and appends to the results file) the results row."""
+    params = config_lib.load_config(expid, config_dir)
+    params.update(overrides or {})
+    model_class = registry.get_model(str(params["model"]))
+    run, model_kwargs = config_lib.split_params(params, model_class.config_keys())
+    dataset_id = str(run["dataset_id"])
+    dataset_cfg = config_lib.load_dataset_config(dataset_id, config_dir)
+    seed = int(run.get("seed", 2026))
+    model_id = f"{expid}_seed{seed}"
+    model_root = os.path.normpath(os.path.join(zoo_root(), str(model_kwargs.get("model_root", "checkpoints"))))
+    model_kwargs["model_root"] = model_root
+    _setup_logging(os.path.join(model_root, dataset_id, f"{model_id}.log"), int(model_kwargs.get("verbose", 1)))
+    logging.info("Params: %s", json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, default=str))
+
+    root = resolve_data_root(data_root)
+    data_dir = ensure_dataset(dataset_id, dataset_cfg, root)
+    seed_everything(seed)
+    dataset = load_dataset(data_dir)
+    feature_map = load_feature_map(dataset_id, data_dir, params)
+    model = model_class(feature_map, model_id=model_id, gpu=gpu, **model_kwargs)
+    num_params, num_dense = model.count_parameters(), model.count_parameters(count_embedding=False)
+    logging.info("Model %s: %d parameters (%d without embedding tables)", run["model"], num_params, num_dense)
+
+    max_len = int(run["max_len"])
+    batch_size = int(run.get("batch_size", 256))
+    eval_batch_size = int(run.get("eval_batch_size", batch_size))
+    train = SequenceBatchLoader(dataset, "train", batch_size, max_len, shuffle=bool(run.get("shuffle", True)), seed=seed)
+    valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len)
+    test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len)
+    start = time.time()
+    model.fit(train, epochs=int(run.get("epochs", 1)), validation_data=valid,
+              max_gradient_norm=float(run.get("max_gradient_norm", 10.0)))
+    train_seconds = time.time() - start
+    metrics = list(model_kwargs.get("metrics", ["AUC", "gAUC", "logloss"]))
+    buckets = list(run.get("length_buckets", [100, 200]))
+    history_file = os.path.join(model_root, dataset_id, f"{model_id}.history.json")
+    with open(history_file, "w") as fd:
+        json.dump(model.training_history, fd, indent=1)
+
+    row: Dict[str, object] = {
+        "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+        "expid": expid, "dataset_id": dataset_id, "model": run["model"],
+        "backbone": str(run["model"]).replace("_LAIN", ""), "lain": str(run["model"]).endswith("_LAIN"),
+        "seed": seed, "max_len": max_len,
+        "params": json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, sort_keys=True, default=str),
+        "versions": json.dumps(_versions(), sort_keys=True), "num_params": num_params,
+        "num_params_non_embedding": num_dense, "train_seconds": round(train_seconds, 2),
+        "epochs_run": model._epoch_index + 1, "history_file": history_file, "checkpoint": model.checkpoint,
+    }
+    row.update(evaluation_columns(model, valid, "valid", metrics, buckets))
+    row.update(evaluation_columns(model, test, "test", metrics, buckets))
+    results_path = results_file or run.get("results_file") or os.path.join(zoo_root(), "results", "results.csv")
+    if not os.path.isabs(results_path):
+        results_path = os.path.normpath(os.path.join(zoo_root(), results_path))
+    append_result(results_path, row)
+    summary = " - ".join(f"{k}: {row[k]:.6f}" for k in row if k.startswith("test_") and "@" not in k)
+    logging.warning("[%s] test %s (results appended to %s)", expid, summary, results_path)
+    return row

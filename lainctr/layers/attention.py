@@ -1,0 +1,217 @@
+"""Target attentions with LAIN's Length-Modulated Attention (LMA) built in as optional parts.
+
+Every attention takes an optional :class:`~lainctr.layers.lain.BranchCondition`. Without one (or when
+built without ``length_dim``/``temperature``) it computes exactly the plain backbone attention, so a
+``_LAIN`` variant with every switch off is its backbone. LMA has two parts:
+
+* query/key conditioning ``W_q [q; e_len]``: implemented as ``W_q q + W_qe e_len`` (the same linear map
+  with its weight split), with ``W_qe`` zero-initialised so a fresh LAIN model starts at the backbone;
+* a per-sample softmax temperature ``tau(L) = 1 + gamma * sigmoid(-beta (L - L0))`` dividing the logits.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+from fuxictr.pytorch.layers import MLP_Block
+from torch import nn
+from torch.nn import functional as F
+
+from .lain import BranchCondition
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over positions where ``mask`` is True; a row with no valid position gives all zeros.
+
+    Args:
+        scores: (..., n) logits; mask: bool, broadcastable to ``scores``.
+    """
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=dim) * mask
+
+
+class LengthTemperature(nn.Module):
+    """tau(L) = 1 + gamma * sigmoid(-beta * (L - L0)), with gamma, beta > 0 via softplus.
+
+    Short sequences get tau -> 1 + gamma (flatter attention), long ones tau -> 1 (unchanged).
+
+    Args:
+        pivot: L0, the length where tau = 1 + gamma / 2.
+        gamma_init: initial gamma; beta starts at 4 / L0.
+        learn_pivot: make L0 trainable.
+    """
+
+    def __init__(self, pivot: float = 100.0, gamma_init: float = 1.0, learn_pivot: bool = False):
+        super().__init__()
+        if pivot <= 0 or gamma_init <= 0:
+            raise ValueError(f"temperature pivot and gamma must be > 0, got {pivot}, {gamma_init}")
+        self.gamma_init, self.beta_init, self.pivot_init = gamma_init, 4.0 / pivot, pivot
+        self.raw_gamma = nn.Parameter(torch.empty(()))
+        self.raw_beta = nn.Parameter(torch.empty(()))
+        self.pivot = nn.Parameter(torch.empty(()), requires_grad=learn_pivot)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        inverse_softplus = lambda y: math.log(math.expm1(y))  # noqa: E731
+        with torch.no_grad():
+            self.raw_gamma.fill_(inverse_softplus(self.gamma_init))
+            self.raw_beta.fill_(inverse_softplus(self.beta_init))
+            self.pivot.fill_(self.pivot_init)
+
+    def forward(self, length: torch.Tensor) -> torch.Tensor:
+        """length: (B,) float -> tau: (B,) in [1, 1 + gamma]."""
+        gamma, beta = F.softplus(self.raw_gamma), F.softplus(self.raw_beta)
+        return 1.0 + gamma * torch.sigmoid(-beta * (length - self.pivot))
+
+
+class ConditionedLinear(nn.Module):
+    """``W x + W_e e``: a bias-free projection whose input may be extended by the length embedding e.
+
+    With ``length_dim = 0`` it is a plain ``nn.Linear(in_dim, out_dim, bias=False)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, length_dim: int = 0):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim, bias=False)
+        self.length_linear = nn.Linear(length_dim, out_dim, bias=False) if length_dim > 0 else None
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        if self.length_linear is not None:
+            nn.init.zeros_(self.length_linear.weight)  # a fresh LAIN model starts as its backbone
+
+    def forward(self, x: torch.Tensor, length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, ..., in_dim); length_embedding: (B, length_dim), broadcast over the middle axes."""
+        out = self.linear(x)
+        if self.length_linear is not None and length_embedding is not None:
+            shift = self.length_linear(length_embedding)
+            out = out + shift.view(shift.shape[0], *([1] * (out.dim() - 2)), shift.shape[-1])
+        return out
+
+
+class _Modulation(nn.Module):
+    """The temperature part of LMA, shared by both attention types."""
+
+    def __init__(self, temperature: bool, pivot: float, gamma_init: float, learn_pivot: bool):
+        super().__init__()
+        self.temperature = LengthTemperature(pivot, gamma_init, learn_pivot) if temperature else None
+
+    def scale_logits(self, logits: torch.Tensor, condition: Optional[BranchCondition]) -> torch.Tensor:
+        """logits: (B, ..., n) divided by tau(L) of each row (unchanged without a condition)."""
+        if self.temperature is None or condition is None:
+            return logits
+        tau = self.temperature(condition.length)
+        return logits / tau.view(-1, *([1] * (logits.dim() - 1)))
+
+
+class MultiHeadTargetAttention(_Modulation):
+    """Scaled dot-product target attention (query = target item, keys/values = behaviours).
+
+    Args:
+        input_dim: token width d; attention_dim: d_a (split over ``num_heads``).
+        length_dim: width of the length embedding for query/key conditioning (0 = off).
+        temperature: divide the logits by tau(L).
+        use_output_projection: apply W_o (d_a -> d) to the pooled heads.
+    """
+
+    def __init__(self, input_dim: int, attention_dim: int = 64, num_heads: int = 1, dropout: float = 0.0,
+                 length_dim: int = 0, temperature: bool = False, temperature_pivot: float = 100.0,
+                 temperature_gamma_init: float = 1.0, learn_pivot: bool = False,
+                 use_output_projection: bool = True):
+        super().__init__(temperature, temperature_pivot, temperature_gamma_init, learn_pivot)
+        if attention_dim % num_heads != 0:
+            raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
+        self.num_heads, self.head_dim = num_heads, attention_dim // num_heads
+        self.W_q = ConditionedLinear(input_dim, attention_dim, length_dim)
+        self.W_k = ConditionedLinear(input_dim, attention_dim, length_dim)
+        self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
+        self.W_o = nn.Linear(attention_dim, input_dim, bias=False) if use_output_projection else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n, d_a) -> (B, H, n, d_a / H)."""
+        return x.view(x.shape[0], -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def logits(self, target: torch.Tensor, keys: torch.Tensor,
+               condition: Optional[BranchCondition] = None) -> torch.Tensor:
+        """Relevance of every behaviour to the target, before the temperature: (B, H, n)."""
+        e = condition.length_embedding if condition is not None else None
+        query = self.split_heads(self.W_q(target.unsqueeze(1), e))           # B x H x 1 x h
+        key = self.split_heads(self.W_k(keys, e))                            # B x H x n x h
+        return torch.matmul(query, key.transpose(-1, -2)).squeeze(2) / math.sqrt(self.head_dim)
+
+    def pool(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """weights: (B, H, n), values: (B, n, d) -> (B, d) (or (B, d_a) without W_o)."""
+        if self.dropout is not None:
+            weights = self.dropout(weights)
+        value = self.split_heads(self.W_v(values))                           # B x H x n x h
+        out = torch.matmul(weights.unsqueeze(2), value).squeeze(2)           # B x H x h
+        out = out.reshape(out.shape[0], -1)
+        return self.W_o(out) if self.W_o is not None else out
+
+    def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,
+                condition: Optional[BranchCondition] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            target: (B, d); sequence: (B, n, d); mask: (B, n) bool, True = real token.
+        Returns:
+            pooled (B, d) and attention weights (B, H, n) (zeros on masked positions).
+        """
+        logits = self.scale_logits(self.logits(target, sequence, condition), condition)
+        weights = masked_softmax(logits, mask.unsqueeze(1))
+        return self.pool(weights, sequence), weights
+
+
+class DINAttention(_Modulation):
+    """DIN's activation unit: an MLP scores [q, k, q - k, q * k] for every behaviour.
+
+    With LAIN query/key conditioning, q' = W_q [q; e] and k' = W_k [k; e] (new d -> d projections,
+    initialised to the identity on the token part) feed the scorer; pooled values stay the raw tokens.
+
+    Args:
+        input_dim: token width d.
+        hidden_units / hidden_activations / dropout: the scoring MLP.
+        use_softmax: normalise the scores with a masked softmax (required for the temperature); without
+            it the weights are used as they are (sum pooling, the original DIN / LongCTR default).
+    """
+
+    def __init__(self, input_dim: int, hidden_units: Sequence[int] = (64,), hidden_activations: str = "ReLU",
+                 dropout: float = 0.0, use_softmax: bool = True, length_dim: int = 0,
+                 temperature: bool = False, temperature_pivot: float = 100.0,
+                 temperature_gamma_init: float = 1.0, learn_pivot: bool = False):
+        super().__init__(temperature, temperature_pivot, temperature_gamma_init, learn_pivot)
+        if temperature and not use_softmax:
+            raise ValueError("the LAIN temperature needs din_use_softmax: True (it rescales softmax logits)")
+        self.use_softmax = use_softmax
+        self.query_projection = ConditionedLinear(input_dim, input_dim, length_dim) if length_dim else None
+        self.key_projection = ConditionedLinear(input_dim, input_dim, length_dim) if length_dim else None
+        self.scorer = MLP_Block(input_dim=4 * input_dim, output_dim=1, hidden_units=list(hidden_units),
+                                hidden_activations=hidden_activations, dropout_rates=dropout)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for projection in (self.query_projection, self.key_projection):
+            if projection is not None:
+                nn.init.eye_(projection.linear.weight)
+
+    def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,
+                condition: Optional[BranchCondition] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            target: (B, d); sequence: (B, n, d); mask: (B, n) bool.
+        Returns:
+            pooled (B, d) and weights (B, 1, n).
+        """
+        query, keys = target, sequence
+        if self.query_projection is not None and condition is not None:
+            query = self.query_projection(target, condition.length_embedding)
+            keys = self.key_projection(sequence, condition.length_embedding)
+        query = query.unsqueeze(1).expand_as(keys)
+        features = torch.cat([query, keys, query - keys, query * keys], dim=-1)
+        scores = self.scorer(features.view(-1, features.shape[-1])).view(keys.shape[:2])  # 2-D for Dice's BN
+        if self.use_softmax:
+            weights = masked_softmax(self.scale_logits(scores, condition), mask)
+        else:
+            weights = scores * mask
+        return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1), weights.unsqueeze(1)

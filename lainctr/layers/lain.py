@@ -1,0 +1,225 @@
+"""LAIN's length-conditioning modules, written once and reused by every ``<Backbone>_LAIN`` model.
+
+* :class:`SpectralLengthEncoder` (SLE): L -> Fourier features with learnable frequencies -> MLP -> h_len.
+* :class:`BucketLengthEncoder`: the "w/o SLE" ablation, an embedding of log2-spaced length buckets.
+* :class:`LengthConditionedPrompts` (LCP): h_len -> k prompt tokens, prepended to behaviour branches.
+* :class:`LengthConditioner`: runs the above once per batch and hands every branch a
+  :class:`BranchCondition` (L, prompts, e_len) that its attentions use for LMA (see ``attention.py``).
+
+Spec: ``shared/docs/LAIN_SPEC.md`` (section 3; readings of the ambiguities in section 4).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LAINConfig:
+    """LAIN switches and sizes, as written in a model's YAML (every key optional).
+
+    Defaults are the spec's ``lean`` preset; the ``paper`` preset is fourier_dim 64, sle_hidden_dim 512,
+    prompt_hidden_dim = d, length_embedding_dim 0 (e_len = h_len).
+    """
+    use_sle: bool = True                    # False: bucket-embedding length encoder ("w/o SLE")
+    use_prompts: bool = True                # length-conditioned prompts (LCP)
+    use_qk_conditioning: bool = True        # LMA part (i)
+    use_temperature: bool = True            # LMA part (ii)
+    lain_on_short_branch: bool = True       # False: LAIN only on the long branch
+    num_prompts: int = 4                    # k
+    fourier_dim: int = 16                   # d_f
+    sle_hidden_dim: int = 64                # d_h
+    prompt_hidden_dim: int = 32             # d_p
+    length_embedding_dim: int = 16          # d_e; 0 = use h_len itself (d_e = d)
+    length_input: str = "raw"               # raw | log1p: scaling of L before the Fourier features
+    length_source: str = "visible"          # visible: min(seq_len, max_len); raw: untruncated seq_len
+    temperature_pivot: float = 100.0        # L0
+    temperature_gamma_init: float = 1.0     # gamma at initialisation (beta starts at 4 / L0)
+    learn_pivot: bool = False
+    shared_prompts: bool = True             # one prompt set for all branches
+
+    @classmethod
+    def keys(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def __post_init__(self):
+        if self.length_input not in ("raw", "log1p"):
+            raise ValueError(f"length_input must be 'raw' or 'log1p', got '{self.length_input}'")
+        if self.length_source not in ("visible", "raw"):
+            raise ValueError(f"length_source must be 'visible' or 'raw', got '{self.length_source}'")
+        if self.use_prompts and self.num_prompts < 1:
+            raise ValueError("use_prompts: True needs num_prompts >= 1")
+
+    @property
+    def active(self) -> bool:
+        """False when every component is off: the model is then exactly its backbone."""
+        return self.use_prompts or self.use_qk_conditioning or self.use_temperature
+
+    def branch_enabled(self, branch: str) -> bool:
+        return self.active and (branch == "long" or self.lain_on_short_branch)
+
+    def attention_kwargs(self, branch: str, token_dim: int) -> Dict[str, object]:
+        """Keyword arguments that turn a library attention of ``branch`` into an LMA attention."""
+        if not self.branch_enabled(branch):
+            return {}
+        return {"length_dim": self.length_dim(token_dim) if self.use_qk_conditioning else 0,
+                "temperature": self.use_temperature, "temperature_pivot": self.temperature_pivot,
+                "temperature_gamma_init": self.temperature_gamma_init, "learn_pivot": self.learn_pivot}
+
+    def length_dim(self, token_dim: int) -> int:
+        return self.length_embedding_dim or token_dim
+
+
+class BranchCondition(NamedTuple):
+    """What one behaviour branch receives from LAIN for a batch.
+
+    Attributes:
+        length: (B,) float, L.
+        prompts: (B, k, d) prompt tokens, or None.
+        length_embedding: (B, d_e) e_len for query/key conditioning, or None.
+    """
+    length: torch.Tensor
+    prompts: Optional[torch.Tensor]
+    length_embedding: Optional[torch.Tensor]
+
+
+class SpectralLengthEncoder(nn.Module):
+    """h_len = MLP(LayerNorm(W_1 [sin(l w); cos(l w)] + b_1)), w learnable.
+
+    Frequencies start at w_i = 2 pi / P_i with periods P_i geometric from 2 to 4 * max_len (from 0.05 to
+    4 * log(1 + max_len) for ``log1p`` input), so coarse and fine length differences are both visible.
+
+    Args:
+        max_len: the model's max_len (sets the frequency range).
+        out_dim: d, the token width; fourier_dim: d_f; hidden_dim: d_h.
+    """
+
+    def __init__(self, max_len: int, out_dim: int, fourier_dim: int = 16, hidden_dim: int = 64,
+                 length_input: str = "raw"):
+        super().__init__()
+        self.length_input = length_input
+        scale = math.log1p(max_len) if length_input == "log1p" else float(max_len)
+        self.period_range = (0.05, 4 * scale) if length_input == "log1p" else (2.0, 4 * scale)
+        self.frequencies = nn.Parameter(torch.empty(fourier_dim))
+        self.input_layer = nn.Linear(2 * fourier_dim, hidden_dim)
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+                                 nn.Linear(hidden_dim, out_dim))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        low, high = self.period_range
+        periods = torch.logspace(math.log10(low), math.log10(high), len(self.frequencies))
+        with torch.no_grad():
+            self.frequencies.copy_(2 * math.pi / periods)
+
+    def forward(self, length: torch.Tensor) -> torch.Tensor:
+        """length: (B,) float -> h_len: (B, out_dim)."""
+        x = torch.log1p(length) if self.length_input == "log1p" else length
+        z = x.unsqueeze(-1) * self.frequencies
+        return self.mlp(self.norm(self.input_layer(torch.cat([torch.sin(z), torch.cos(z)], dim=-1))))
+
+
+class BucketLengthEncoder(nn.Module):
+    """"w/o SLE": h_len = embedding of the log2 bucket of L (0, 1, 2-3, 4-7, ...), same width d."""
+
+    def __init__(self, max_len: int, out_dim: int):
+        super().__init__()
+        self.num_buckets = int(math.ceil(math.log2(max_len + 1))) + 2
+        self.embedding = nn.Embedding(self.num_buckets, out_dim)
+
+    def forward(self, length: torch.Tensor) -> torch.Tensor:
+        """length: (B,) float -> (B, out_dim)."""
+        bucket = torch.floor(torch.log2(length.clamp(min=0) + 1)).long().clamp(max=self.num_buckets - 1)
+        return self.embedding(bucket)
+
+
+class LengthConditionedPrompts(nn.Module):
+    """P(L) = reshape(MLP(h_len), [k, d]) with MLP d -> d_p -> k*d (GELU)."""
+
+    def __init__(self, token_dim: int, num_prompts: int, hidden_dim: int):
+        super().__init__()
+        self.num_prompts, self.token_dim = num_prompts, token_dim
+        self.mlp = nn.Sequential(nn.Linear(token_dim, hidden_dim), nn.GELU(),
+                                 nn.Linear(hidden_dim, num_prompts * token_dim))
+
+    def forward(self, length_state: torch.Tensor) -> torch.Tensor:
+        """length_state: (B, d) -> prompts: (B, k, d)."""
+        return self.mlp(length_state).view(-1, self.num_prompts, self.token_dim)
+
+
+class LengthConditioner(nn.Module):
+    """Computes, once per batch, the :class:`BranchCondition` of every behaviour branch.
+
+    Args:
+        config: the LAIN switches.
+        token_dim: d, the width of behaviour tokens (and of prompts).
+        max_len: the model's max_len.
+        branches: names of the model's behaviour branches (``long``, ``short``).
+    """
+
+    def __init__(self, config: LAINConfig, token_dim: int, max_len: int, branches: Sequence[str]):
+        super().__init__()
+        self.config = config
+        self.branches = [b for b in branches if config.branch_enabled(b)]
+        needs_state = config.use_prompts or config.use_qk_conditioning
+        self.length_encoder = None
+        if needs_state:
+            self.length_encoder = (SpectralLengthEncoder(max_len, token_dim, config.fourier_dim,
+                                                         config.sle_hidden_dim, config.length_input)
+                                   if config.use_sle else BucketLengthEncoder(max_len, token_dim))
+        prompt_sets = (["shared"] if config.shared_prompts else self.branches) if config.use_prompts else []
+        self.prompt_generators = nn.ModuleDict({
+            name: LengthConditionedPrompts(token_dim, config.num_prompts, config.prompt_hidden_dim)
+            for name in prompt_sets})
+        self.length_projection = (nn.Linear(token_dim, config.length_embedding_dim)
+                                  if config.use_qk_conditioning and config.length_embedding_dim else None)
+
+    def sequence_length(self, mask: torch.Tensor, history_length: torch.Tensor) -> torch.Tensor:
+        """L per sample (B,) float: visible behaviours of the long branch, or the raw ``seq_len``."""
+        if self.config.length_source == "raw":
+            return history_length.to(mask.device).float()
+        return mask.float().sum(-1)
+
+    def forward(self, mask: torch.Tensor, history_length: torch.Tensor) -> Dict[str, Optional[BranchCondition]]:
+        """
+        Args:
+            mask: (B, T) long-branch mask (True/1 = real behaviour); history_length: (B,) raw seq_len.
+        Returns:
+            ``{branch: BranchCondition or None}`` (None = the branch runs as the plain backbone).
+        """
+        length = self.sequence_length(mask, history_length)
+        state = self.length_encoder(length) if self.length_encoder is not None else None
+        embedding = None
+        if self.config.use_qk_conditioning:
+            embedding = self.length_projection(state) if self.length_projection is not None else state
+        shared = self.prompt_generators["shared"](state) if "shared" in self.prompt_generators else None
+        conditions: Dict[str, Optional[BranchCondition]] = {}
+        for branch in ("long", "short"):
+            if branch not in self.branches:
+                conditions[branch] = None
+                continue
+            prompts = shared if shared is not None or not self.config.use_prompts \
+                else self.prompt_generators[branch](state)
+            conditions[branch] = BranchCondition(length, prompts, embedding)
+        return conditions
+
+
+def prepend_prompts(sequence: torch.Tensor, mask: torch.Tensor,
+                    condition: Optional[BranchCondition]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """[P; S] and [1_k; M]: prompt tokens in front of a behaviour sequence, always valid.
+
+    Args:
+        sequence: (B, n, d); mask: (B, n) bool.
+    Returns:
+        (B, k + n, d) and (B, k + n) bool; unchanged when there are no prompts.
+    """
+    if condition is None or condition.prompts is None:
+        return sequence, mask
+    prompts = condition.prompts
+    prompt_mask = torch.ones(prompts.shape[:2], dtype=torch.bool, device=mask.device)
+    return torch.cat([prompts, sequence], dim=1), torch.cat([prompt_mask, mask], dim=1)

@@ -1,0 +1,34 @@
+"""Top-k retrieval over a masked behaviour sequence (the GSU step of SIM / TWIN)."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+
+def masked_topk(scores: torch.Tensor, mask: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k positions by score among real behaviours; padding is never chosen over a real behaviour.
+
+    Padding gets score -inf before the selection (LongCTR's SIM multiplies by the mask instead, so zero-
+    scored padding beats real behaviours with negative scores). Ties keep the more recent position
+    (higher index), so the choice is deterministic.
+
+    Args:
+        scores: (B, n) or (B, H, n) relevance; mask: (B, n) bool, True = real behaviour.
+        k: number of positions; capped at n.
+    Returns:
+        index (..., k) int64 positions, selected scores (..., k) (-inf where padding had to fill in), and
+        selected mask (..., k) bool (False where fewer than k real behaviours exist).
+    """
+    k = min(k, scores.shape[-1])
+    valid = mask if scores.dim() == 2 else mask.unsqueeze(1).expand_as(scores)
+    filled = scores.masked_fill(~valid, float("-inf"))
+    # flip so that among equal scores the most recent position wins (topk keeps the first occurrence)
+    top_scores, flipped = torch.topk(filled.flip(-1), k, dim=-1, sorted=True)
+    index = scores.shape[-1] - 1 - flipped
+    return index, top_scores, torch.gather(valid, -1, index)
+
+
+def gather_positions(sequence: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """sequence (B, n, d), index (B, k) -> (B, k, d)."""
+    return torch.gather(sequence, 1, index.unsqueeze(-1).expand(-1, -1, sequence.shape[-1]))

@@ -1,0 +1,223 @@
+"""The one base class of every long-sequence model: batch contract, embeddings, head, training glue.
+
+Subclasses define their interest modules and :meth:`SequenceCTRModel.interests`; everything else —
+moving a :class:`~lainctr.data.loader.SequenceBatch` to the device, embedding the ``B x (T+1)`` item
+tokens, the short-term window, the final MLP, gradient accumulation, vectorised evaluation with length
+buckets, the training history — lives here once (FuxiCTR repeats it in every LongCTR model).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from fuxictr.features import FeatureMap
+from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
+from fuxictr.pytorch.models import BaseModel
+from torch import nn
+
+from .. import metrics as metric_lib
+from ..data.loader import SequenceBatch
+from ..layers.lain import BranchCondition, LAINConfig, LengthConditioner
+
+
+# FuxiCTR BaseModel options a model accepts besides its own keys (anything else is a typo).
+TRAINER_KEYS = frozenset({"task", "monitor", "monitor_mode", "save_best_only", "early_stop_patience", "eval_steps",
+                          "embedding_regularizer", "net_regularizer", "reduce_lr_on_plateau", "verbose",
+                          "model_root", "metrics"})
+
+
+class SequenceCTRModel(BaseModel):
+    """Base of all models: context + target + interest vectors -> MLP -> CTR.
+
+    Args:
+        feature_map: FuxiCTR feature map of the dataset (item features have ``source: item``).
+        model_id: expid, names the checkpoint.
+        gpu: -1 for CPU, else the CUDA device index.
+        embedding_dim: default embedding width of every feature.
+        max_len: longest history the model sees (sizes LAIN's length encoder).
+        short_seq_len: S; the short-term branch attends over the last S - 1 behaviours.
+        dnn_hidden_units / dnn_activations / net_dropout / batch_norm: the final MLP.
+        learning_rate / optimizer / loss: as FuxiCTR.
+        accumulation_steps: gradient accumulation (optimizer steps every N batches).
+        lain: LAIN switches; None (or everything off) = plain backbone.
+        **trainer_kwargs: FuxiCTR BaseModel options (monitor, early_stop_patience, model_root, ...).
+    """
+    branches: Tuple[str, ...] = ("long",)  # behaviour branches LAIN can condition
+
+    def __init__(self, feature_map: FeatureMap, model_id: str = "SequenceCTRModel", gpu: int = -1,
+                 embedding_dim: int = 16, max_len: int = 100, short_seq_len: int = 50,
+                 dnn_hidden_units: Sequence[int] = (256, 128), dnn_activations: str = "ReLU",
+                 net_dropout: float = 0.0, batch_norm: bool = False, learning_rate: float = 1e-3,
+                 optimizer: str = "adam", loss: str = "binary_crossentropy", accumulation_steps: int = 1,
+                 lain: Optional[LAINConfig] = None, **trainer_kwargs):
+        unknown = set(trainer_kwargs) - TRAINER_KEYS
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown argument(s) {sorted(unknown)}; "
+                            f"valid: {sorted(type(self).config_keys() | TRAINER_KEYS)}")
+        trainer_kwargs.setdefault("verbose", 1)
+        trainer_kwargs.setdefault("metrics", ["AUC", "gAUC", "logloss"])
+        trainer_kwargs.setdefault("model_root", "./checkpoints")
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **trainer_kwargs)
+        if short_seq_len < 2:
+            raise ValueError(f"short_seq_len must be >= 2 (the window holds short_seq_len - 1 items), got {short_seq_len}")
+        self.embedding_dim, self.max_len, self.short_seq_len = embedding_dim, max_len, short_seq_len
+        self.accumulation_steps = accumulation_steps
+        self.item_features = [f for f, s in feature_map.features.items() if s.get("source") == "item"]
+        if not self.item_features:
+            raise ValueError("the feature map has no item feature (source: item); nothing to build tokens from")
+        self.token_dim = sum(feature_map.features[f].get("embedding_dim", embedding_dim) for f in self.item_features)
+        self.context_dim = feature_map.sum_emb_out_dim() - self.token_dim
+        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
+        self.lain_config = lain if lain is not None and lain.active else None
+        self.length_conditioner = (LengthConditioner(lain, self.token_dim, max_len, self.branches)
+                                   if self.lain_config else None)
+        self._learning_rate, self._optimizer_name, self._loss_name = learning_rate, optimizer, loss
+        self._head_config = dict(hidden_units=list(dnn_hidden_units), hidden_activations=dnn_activations,
+                                 dropout_rates=net_dropout, batch_norm=batch_norm)
+        self.auxiliary_outputs: Dict[str, torch.Tensor] = {}  # e.g. "auxiliary_loss", set in interests()
+        self.capture_attention = False
+        self.attention_records: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self.training_history: List[Dict[str, float]] = []
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    # ----- construction helpers for subclasses -------------------------------------------------
+    def lain_attention_kwargs(self, branch: str) -> Dict[str, object]:
+        """Extra constructor kwargs that make an attention of ``branch`` length-modulated (or {})."""
+        return self.lain_config.attention_kwargs(branch, self.token_dim) if self.lain_config else {}
+
+    def build_head(self, interest_dim: int) -> None:
+        """The final MLP over [context, target, interests]; call once all layers exist, it also compiles."""
+        self.dnn = MLP_Block(input_dim=self.context_dim + self.token_dim + interest_dim, output_dim=1,
+                             output_activation=self.output_activation, **self._head_config)
+        self.compile(self._optimizer_name, self._loss_name, self._learning_rate)
+        self.reset_parameters()
+        self.model_to_device()
+
+    @classmethod
+    def config_keys(cls) -> set:
+        """Every constructor keyword of the class and its bases: the model keys a YAML may set."""
+        keys = set()
+        for klass in cls.__mro__:
+            if klass is BaseModel or not issubclass(klass, SequenceCTRModel):
+                continue
+            keys |= {p for p in inspect.signature(klass.__init__).parameters
+                     if p not in ("self", "feature_map", "trainer_kwargs", "kwargs", "lain")}
+        return keys | set(getattr(cls, "extra_config_keys", ()))
+
+    # ----- forward ---------------------------------------------------------------------------
+    def embed(self, batch: SequenceBatch):
+        """Context embedding (B, C), item tokens (B, T+1, d), mask (B, T) bool, history length (B,)."""
+        mask = batch.mask.to(self.device) > 0
+        items = {k: v.to(self.device) for k, v in batch.item_dict.items() if k in self.item_features}
+        tokens = self.embedding_layer(items, flatten_emb=True).view(mask.shape[0], -1, self.token_dim)
+        context = {k: v.to(self.device) for k, v in batch.batch_dict.items()
+                   if k in self.feature_map.features and k not in self.feature_map.labels
+                   and self.feature_map.features[k]["type"] != "meta"}
+        context_emb = (self.embedding_layer(context, flatten_emb=True) if context
+                       else tokens.new_zeros(mask.shape[0], 0))
+        return context_emb, tokens, mask, batch.history_length.to(self.device)
+
+    def length_conditions(self, mask: torch.Tensor, history_length: torch.Tensor) -> Dict[str, Optional[BranchCondition]]:
+        """LAIN's per-branch conditions for this batch (all None for a plain backbone)."""
+        if self.length_conditioner is None:
+            return {b: None for b in ("long", "short")}
+        return self.length_conditioner(mask, history_length)
+
+    def short_window(self, history: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The last S - 1 behaviours and *their own* mask (LongCTR's mask is shifted by one here).
+
+        history: (B, T, d), mask: (B, T) -> (B, min(T, S-1), d), (B, min(T, S-1)).
+        """
+        width = min(self.short_seq_len - 1, history.shape[1])
+        return history[:, -width:], mask[:, -width:]
+
+    def interests(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                  history_length: torch.Tensor, batch: SequenceBatch) -> List[torch.Tensor]:
+        """Interest vectors of the model, each (B, d_i); implemented by every model."""
+        raise NotImplementedError
+
+    def forward(self, batch: SequenceBatch) -> Dict[str, torch.Tensor]:
+        context_emb, tokens, mask, history_length = self.embed(batch)
+        target, history = tokens[:, -1], tokens[:, :-1]
+        interests = self.interests(target, history, mask, history_length, batch)
+        y_pred = self.dnn(torch.cat([context_emb, target, *interests], dim=-1))
+        out = {"y_pred": y_pred}
+        out.update(self.auxiliary_outputs)
+        self.auxiliary_outputs = {}
+        return out
+
+    def record_attention(self, name: str, weights: torch.Tensor, support: torch.Tensor) -> None:
+        """Keep a branch's attention (B, n) over its support (B, n) bool for analysis (e.g. Gini).
+
+        Only real behaviours belong in ``support`` (prompts excluded); stored only while
+        ``capture_attention`` is on, detached and on the CPU.
+        """
+        if self.capture_attention:
+            self.attention_records[name] = (weights.detach().float().cpu(), support.detach().cpu())
+
+    # ----- training glue over FuxiCTR's BaseModel --------------------------------------------
+    def get_labels(self, batch: SequenceBatch) -> torch.Tensor:
+        return batch.batch_dict[self.feature_map.labels[0]].to(self.device).float().view(-1, 1)
+
+    def get_group_id(self, batch: SequenceBatch) -> torch.Tensor:
+        return batch.batch_dict[self.feature_map.group_id or "user_index"]
+
+    def add_loss(self, return_dict: Dict[str, torch.Tensor], y_true: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(return_dict["y_pred"], y_true, reduction="mean")
+        return loss + return_dict.get("auxiliary_loss", 0.0)
+
+    def train_step(self, batch: SequenceBatch) -> torch.Tensor:
+        loss = self.compute_loss(self.forward(batch), self.get_labels(batch)) / self.accumulation_steps
+        loss.backward()
+        if (self._batch_index + 1) % self.accumulation_steps == 0 or self._batch_index + 1 == self._steps_per_epoch:
+            nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        self._loss_sum += loss.item() * self.accumulation_steps
+        self._loss_count += 1
+        return loss
+
+    def checkpoint_and_earlystop(self, logs: Dict[str, float], min_delta: float = 1e-6) -> None:
+        self.training_history.append({"epoch": self._epoch_index + 1, "step": self._total_steps,
+                                      "train_loss": self._loss_sum / max(self._loss_count, 1),
+                                      "lr": self.optimizer.param_groups[0]["lr"],
+                                      **{f"valid_{k}": float(v) for k, v in logs.items()}})
+        self._loss_sum, self._loss_count = 0.0, 0
+        super().checkpoint_and_earlystop(logs, min_delta)
+
+    def fit(self, data_generator, epochs: int = 1, validation_data=None, max_gradient_norm: float = 10.0, **kwargs):
+        self.optimizer.zero_grad()
+        super().fit(data_generator, epochs=epochs, validation_data=validation_data,
+                    max_gradient_norm=max_gradient_norm, **kwargs)
+
+    def predict_arrays(self, data_generator) -> Dict[str, np.ndarray]:
+        """Predictions with what evaluation needs: y_pred, y_true, group (user), history_length."""
+        self.eval()
+        out = {"y_pred": [], "y_true": [], "group": [], "history_length": []}
+        iterator = data_generator
+        if self._verbose > 0:
+            from tqdm import tqdm
+            iterator = tqdm(data_generator, desc="evaluate", leave=False)
+        with torch.no_grad():
+            for batch in iterator:
+                out["y_pred"].append(self.forward(batch)["y_pred"].float().cpu().numpy().reshape(-1))
+                out["y_true"].append(batch.batch_dict[self.feature_map.labels[0]].numpy().reshape(-1))
+                out["group"].append(self.get_group_id(batch).numpy().reshape(-1))
+                out["history_length"].append(batch.history_length.numpy().reshape(-1))
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def evaluate(self, data_generator, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        arrays = self.predict_arrays(data_generator)
+        logs = metric_lib.evaluate_metrics(arrays["y_true"].astype(np.float64), arrays["y_pred"].astype(np.float64),
+                                           metrics or self.validation_metrics, arrays["group"])
+        logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()))
+        return logs
+
+    def count_parameters(self, count_embedding: bool = True) -> int:
+        """Trainable parameters; without embedding tables when ``count_embedding`` is False."""
+        embedding_ids = {id(p) for p in self.embedding_layer.parameters()}
+        return sum(p.numel() for p in self.parameters()
+                   if p.requires_grad and (count_embedding or id(p) not in embedding_ids))

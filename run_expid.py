@@ -1,0 +1,35 @@
+"""Train and evaluate one expid: ``python run_expid.py --expid DIN_LAIN_synthetic``.
+
+Builds the dataset if it is missing (synthetic) or says how to get it (real datasets), trains with
+early stopping on the validation split, evaluates valid and test overall and per length bucket, and
+appends one row to the results CSV (default ``results/results.csv``).
+"""
+import argparse
+import sys
+
+from lainctr.config import ConfigError
+from lainctr.data.validation import DataValidationError
+from lainctr.experiment import DatasetMissingError, run_experiment
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--expid", required=True, help="<Model>_<dataset>, e.g. TWIN_LAIN_kuaivideo")
+    parser.add_argument("--config", default=None, help="directory of YAML configs to search instead of the zoo's")
+    parser.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
+    parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT or ./data)")
+    parser.add_argument("--results", default=None, help="results CSV to append to")
+    parser.add_argument("--seed", type=int, default=None, help="override the expid's seed")
+    args = parser.parse_args(argv)
+    overrides = {"seed": args.seed} if args.seed is not None else None
+    try:
+        run_experiment(args.expid, config_dir=args.config, gpu=args.gpu, data_root=args.data_root,
+                       overrides=overrides, results_file=args.results)
+    except (ConfigError, DatasetMissingError, DataValidationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Expid lookup and key checks; run_expid.py end to end: results row, determinism, clear errors."""
+import csv
+import textwrap
+
+import pytest
+
+import run_expid
+from lainctr import config
+from lainctr.experiment import run_experiment
+
+
+def test_every_expid_loads_with_known_keys():
+    from lainctr.registry import get_model
+    expids = config.list_expids()
+    assert {"DIN_synthetic", "DIN_LAIN_synthetic", "DIN_synthetic_tiny"} <= set(expids)
+    for expid in expids:
+        params = config.load_config(expid)
+        config.split_params(params, get_model(params["model"]).config_keys())
+        assert params["expid"] == expid and "dataset_id" in params
+
+
+def test_expid_block_wins_over_base():
+    params = config.load_config("DIN_synthetic_tiny")
+    assert params["max_len"] == 100 and params["epochs"] == 3     # Base says 200 / 10
+    assert params["length_buckets"] == [100, 200]
+
+
+def write_configs(tmp_path, block):
+    (tmp_path / "model_config.yaml").write_text(textwrap.dedent(block))
+    return str(tmp_path)
+
+
+def test_misspelled_key_is_an_error(tmp_path, data_root):
+    config_dir = write_configs(tmp_path, """
+        DIN_typo:
+          model: DIN
+          dataset_id: synthetic_tiny
+          attention_hiden_units: [8]
+    """)
+    with pytest.raises(config.ConfigError, match=r"unknown key\(s\) \['attention_hiden_units'\].*attention_hidden_units"):
+        run_experiment("DIN_typo", config_dir=config_dir, data_root=str(data_root))
+
+
+def test_unknown_expid_and_dataset(tmp_path, capsys):
+    with pytest.raises(config.ConfigError, match="unknown expid 'DIN_nope'"):
+        config.load_config("DIN_nope")
+    config_dir = write_configs(tmp_path, """
+        DIN_other:
+          model: DIN
+          dataset_id: nowhere
+    """)
+    assert run_expid.main(["--expid", "DIN_other", "--config", config_dir]) == 2
+    assert "unknown dataset_id 'nowhere'" in capsys.readouterr().err
+
+
+def test_missing_real_dataset_says_what_to_download(tmp_path, capsys):
+    (tmp_path / "dataset_config.yaml").write_text(textwrap.dedent("""
+        realdata:
+          data_dir: RealData_x1
+          download: "Get RealData_x1 from https://example.org/realdata"
+          preprocess: python -m data_preprocess.realdata --input DOWNLOAD --output DATA/RealData_x1
+    """))
+    write_configs(tmp_path, """
+        DIN_realdata:
+          model: DIN
+          dataset_id: realdata
+    """)
+    code = run_expid.main(["--expid", "DIN_realdata", "--config", str(tmp_path), "--data_root", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "RealData_x1" in err and "https://example.org/realdata" in err and "python -m data_preprocess.realdata" in err
+
+
+def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
+    results = tmp_path / "results.csv"
+    (tmp_path / "cfg").mkdir()
+    config_dir = write_configs(tmp_path / "cfg", """
+        DIN_LAIN_synthetic_tiny_fast:
+          model: DIN_LAIN
+          dataset_id: synthetic_tiny
+          embedding_dim: 8
+          dnn_hidden_units: [32]
+          max_len: 50
+          epochs: 1
+          verbose: 0
+    """)
+    args = ["--expid", "DIN_LAIN_synthetic_tiny_fast", "--config", config_dir, "--data_root", str(data_root),
+            "--results", str(results), "--seed", "7"]
+    assert run_expid.main(args) == 0
+    assert run_expid.main(args) == 0
+    with open(results) as fd:
+        rows = list(csv.DictReader(fd))
+    assert len(rows) == 2
+    metric_columns = [c for c in rows[0] if c.startswith(("valid_", "test_"))]
+    assert {"test_AUC", "test_gAUC", "test_logloss", "test_AUC@0-100", "test_gAUC@200-inf",
+            "test_samples@100-200", "valid_logloss@100-200"} <= set(metric_columns)
+    assert all(rows[0][c] == rows[1][c] for c in metric_columns)
+    assert rows[0]["seed"] == "7" and rows[0]["model"] == "DIN_LAIN" and rows[0]["backbone"] == "DIN"
+    assert '"fuxictr"' in rows[0]["versions"] and '"max_len": 50' in rows[0]["params"]

@@ -1,0 +1,70 @@
+"""The synthetic generator: shape of the length distribution, determinism, the format's promises."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from lainctr.data import synthetic
+from lainctr.data.store import read_info
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return synthetic.generate(synthetic.PRESETS["demo"])
+
+
+def test_demo_is_heavy_tailed_like_the_paper(demo):
+    splits, sequences, _ = demo
+    all_seq_len = np.concatenate([s["seq_len"] for s in splits.values()])
+    stats = synthetic.length_statistics(sequences.lengths(), all_seq_len)
+    short_users, _, long_users = stats["user_share"]
+    short_samples, _, long_samples = stats["sample_share"]
+    assert 0.50 <= short_users <= 0.65          # most users are short ...
+    assert 0.10 <= short_samples <= 0.22        # ... but they hold a minority of the samples
+    assert long_samples >= 0.55 and long_users <= 0.30
+    assert sequences.lengths().max() > 1000     # long enough to exercise max_len 1000
+
+
+def test_long_users_have_broader_interests(demo):
+    _, sequences, _ = demo
+    cfg = synthetic.PRESETS["demo"]
+    lengths = sequences.lengths()
+    categories = (sequences.items - 1) // cfg.items_per_category
+    distinct = np.array([len(np.unique(categories[a:b])) for a, b in zip(sequences.offsets[:-1], sequences.offsets[1:])])
+    assert distinct[lengths > 200].mean() > distinct[lengths < 100].mean() + 1
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    cfg = synthetic.PRESETS["tiny"]
+    a, b = synthetic.generate(cfg), synthetic.generate(cfg)
+    c = synthetic.generate(replace(cfg, seed=cfg.seed + 1))
+    for split in ("train", "valid", "test"):
+        for col in a[0][split]:
+            np.testing.assert_array_equal(a[0][split][col], b[0][split][col])
+    np.testing.assert_array_equal(a[1].items, b[1].items)
+    assert not np.array_equal(a[1].items, c[1].items)
+
+
+def test_positive_target_is_next_behaviour_and_history_is_earlier():
+    splits, sequences, _ = synthetic.generate(synthetic.PRESETS["tiny"])
+    for columns in splits.values():
+        pos = columns["label"] == 1
+        u, s = columns["user_index"][pos], columns["seq_len"][pos]
+        np.testing.assert_array_equal(sequences.items[sequences.offsets[u] + s], columns["item_index"][pos])
+        assert np.all(columns["seq_len"] < sequences.lengths()[columns["user_index"]])
+
+
+def test_ctr_and_split_sizes(tiny_dir):
+    info = read_info(tiny_dir)
+    assert info["ctr"] == pytest.approx(0.25, abs=0.01)
+    n = info["num_samples"]
+    assert n["train"] > 5 * n["valid"] and n["valid"] > 0 and n["test"] > 0
+
+
+def test_splits_are_chronological_per_user(tiny_dataset):
+    """Within a user, every train sample precedes every valid sample, which precedes every test sample."""
+    s = tiny_dataset.splits
+    for earlier, later in (("train", "valid"), ("valid", "test")):
+        last = np.full(len(tiny_dataset.offsets), -1)
+        np.maximum.at(last, s[earlier]["user_index"], s[earlier]["seq_len"])
+        assert np.all(s[later]["seq_len"] > last[s[later]["user_index"]])
