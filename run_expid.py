@@ -7,6 +7,7 @@ appends one row to the results CSV (default ``results/results.csv``).
 import argparse
 import sys
 
+from lainctr.analysis.ablation import ablation_overrides
 from lainctr.config import ConfigError
 from lainctr.data.validation import DataValidationError
 from lainctr.experiment import DatasetMissingError, run_experiment
@@ -20,11 +21,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT or ./data)")
     parser.add_argument("--results", default=None, help="results CSV to append to")
     parser.add_argument("--seed", type=int, default=None, help="override the expid's seed")
+    parser.add_argument("--ablation", default=None, choices=list(ablation_overrides()),
+                        help="LAIN ablation variant of a _LAIN expid (spec section 6); tags the results row")
     args = parser.parse_args(argv)
-    overrides = {"seed": args.seed} if args.seed is not None else None
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    if args.ablation:  # on a non-LAIN expid the switches are unknown keys: a ConfigError below
+        overrides.update(ablation_overrides()[args.ablation])
     try:
         run_experiment(args.expid, config_dir=args.config, gpu=args.gpu, data_root=args.data_root,
-                       overrides=overrides, results_file=args.results)
+                       overrides=overrides, results_file=args.results,
+                       tag=f"ablation:{args.ablation}" if args.ablation else None)
     except (ConfigError, DatasetMissingError, DataValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -70,12 +70,12 @@ def load_base(config_dir: Optional[str] = None) -> Dict[str, object]:
 
 
 def dataset_configs(config_dir: Optional[str] = None) -> Dict[str, dict]:
-    """Every dataset block: ``config/dataset_config.yaml`` and ``config/datasets_*.yaml`` (and the same
-    names under ``config_dir``, which win)."""
+    """Every dataset block of ``config/dataset_config.yaml`` (and of ``<config_dir>/dataset_config.yaml``,
+    whose blocks win)."""
     dirs = [os.path.join(zoo_root(), "config")] + ([config_dir] if config_dir else [])
     datasets: Dict[str, dict] = {}
     for d in dirs:
-        for path in sorted(glob.glob(os.path.join(d, "dataset_config.yaml")) + glob.glob(os.path.join(d, "datasets_*.yaml"))):
+        for path in glob.glob(os.path.join(d, "dataset_config.yaml")):
             for name, block in _read_yaml(path).items():
                 unknown = set(block) - DATASET_KEYS
                 if unknown:

@@ -18,6 +18,7 @@ from fuxictr.features import FeatureMap
 from fuxictr.pytorch.torch_utils import seed_everything
 
 from . import __version__, config as config_lib, metrics as metric_lib, registry
+from .analysis import extra_evaluation_columns
 from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.loader import SequenceBatchLoader
@@ -40,7 +41,7 @@ def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, object], root: str) -
     if builder:
         if builder not in BUILDERS:
             raise config_lib.ConfigError(f"dataset '{dataset_id}': unknown builder '{builder}'; known: {sorted(BUILDERS)}")
-        logging.info("Building dataset %s into %s", dataset_id, data_dir)
+        print(f"Building dataset {dataset_id} into {data_dir}", flush=True)
         return BUILDERS[builder](data_dir, dataset_id=dataset_id, **dict(dataset_cfg.get("builder_args") or {}))
     raise DatasetMissingError(
         f"Dataset '{dataset_id}' is not at {data_dir}.\n\n"
@@ -70,19 +71,26 @@ def _setup_logging(log_file: str, verbose: int) -> None:
 
 
 def evaluation_columns(model, loader, split: str, metrics, buckets) -> Dict[str, float]:
-    """``{split}_{metric}`` and per-bucket ``{split}_{metric}@{low}-{high}`` columns."""
-    arrays = model.predict_arrays(loader)
+    """``{split}_{metric}`` and per-bucket ``{split}_{metric}@{low}-{high}`` columns, plus sample/user
+    shares and the long-branch attention Gini per bucket, all from one pass over ``loader``."""
+    arrays = model.predict_arrays(loader, attention_branch="long")
     y_true, y_pred = arrays["y_true"].astype(np.float64), arrays["y_pred"].astype(np.float64)
     columns = {f"{split}_{k}": v for k, v in
                metric_lib.evaluate_metrics(y_true, y_pred, metrics, arrays["group"]).items()}
     columns.update({f"{split}_{k}": v for k, v in metric_lib.bucket_metrics(
         y_true, y_pred, arrays["group"], arrays["history_length"], buckets, metrics).items()})
+    columns.update(extra_evaluation_columns(arrays, split, buckets))
     return columns
 
 
 def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, data_root: Optional[str] = None,
-                   overrides: Optional[Dict[str, object]] = None, results_file: Optional[str] = None) -> Dict[str, object]:
-    """Train and evaluate ``expid``; returns (and appends to the results file) the results row."""
+                   overrides: Optional[Dict[str, object]] = None, results_file: Optional[str] = None,
+                   tag: Optional[str] = None) -> Dict[str, object]:
+    """Train and evaluate ``expid``; returns (and appends to the results file) the results row.
+
+    ``tag`` (e.g. ``ablation:wo_sle``) goes to the row's ``tag`` column; the leaderboard keeps tagged runs
+    apart from the plain expid.
+    """
     params = config_lib.load_config(expid, config_dir)
     params.update(overrides or {})
     model_class = registry.get_model(str(params["model"]))
@@ -93,17 +101,18 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     model_id = f"{expid}_seed{seed}"
     model_root = os.path.normpath(os.path.join(zoo_root(), str(model_kwargs.get("model_root", "checkpoints"))))
     model_kwargs["model_root"] = model_root
+    data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))
     _setup_logging(os.path.join(model_root, dataset_id, f"{model_id}.log"), int(model_kwargs.get("verbose", 1)))
     logging.info("Params: %s", json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, default=str))
-
-    root = resolve_data_root(data_root)
-    data_dir = ensure_dataset(dataset_id, dataset_cfg, root)
     seed_everything(seed)
     dataset = load_dataset(data_dir)
     feature_map = load_feature_map(dataset_id, data_dir, params)
     model = model_class(feature_map, model_id=model_id, gpu=gpu, **model_kwargs)
     num_params, num_dense = model.count_parameters(), model.count_parameters(count_embedding=False)
-    logging.info("Model %s: %d parameters (%d without embedding tables)", run["model"], num_params, num_dense)
+    num_lain = model.lain_parameter_count()
+    logging.info("Model %s: %d parameters (%d without embedding tables; %d of them LAIN's, %.2f%% over the "
+                 "backbone's non-embedding parameters)", run["model"], num_params, num_dense, num_lain,
+                 100.0 * num_lain / max(num_dense - num_lain, 1))
 
     max_len = int(run["max_len"])
     batch_size = int(run.get("batch_size", 256))
@@ -125,10 +134,11 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
         "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
         "expid": expid, "dataset_id": dataset_id, "model": run["model"],
         "backbone": str(run["model"]).replace("_LAIN", ""), "lain": str(run["model"]).endswith("_LAIN"),
-        "seed": seed, "max_len": max_len,
+        "seed": seed, "max_len": max_len, "tag": tag or "",
         "params": json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, sort_keys=True, default=str),
         "versions": json.dumps(_versions(), sort_keys=True), "num_params": num_params,
-        "num_params_non_embedding": num_dense, "train_seconds": round(train_seconds, 2),
+        "num_params_non_embedding": num_dense, "num_params_lain": num_lain,
+        "lain_extra_params_pct": round(100.0 * num_lain / max(num_dense - num_lain, 1), 3), "train_seconds": round(train_seconds, 2),
         "epochs_run": model._epoch_index + 1, "history_file": history_file, "checkpoint": model.checkpoint,
     }
     row.update(evaluation_columns(model, valid, "valid", metrics, buckets))

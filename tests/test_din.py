@@ -88,3 +88,10 @@ def test_learns_on_tiny(expid, data_root, tmp_path):
                          overrides={"epochs": 2, "model_root": str(tmp_path), "verbose": 0})
     assert row["test_AUC"] > 0.6 and row["test_gAUC"] > 0.6
     assert row["test_logloss"] < 0.56   # better than the constant predictor at CTR 0.25 (0.562)
+
+
+def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, model_kwargs):
+    backbone = build("DIN", feature_map, model_kwargs)
+    variant = build("DIN_LAIN", feature_map, model_kwargs)
+    assert backbone.lain_parameter_count() == 0
+    assert variant.lain_parameter_count() == variant.count_parameters() - backbone.count_parameters() > 0

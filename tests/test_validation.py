@@ -1,5 +1,4 @@
 """Corrupted dataset files are rejected with an error naming file, column and first bad row."""
-import json
 import os
 import shutil
 

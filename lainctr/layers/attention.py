@@ -11,7 +11,7 @@ built without ``length_dim``/``temperature``) it computes exactly the plain back
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from fuxictr.pytorch.layers import MLP_Block
@@ -80,6 +80,10 @@ class ConditionedLinear(nn.Module):
     def init_weights(self) -> None:
         if self.length_linear is not None:
             nn.init.zeros_(self.length_linear.weight)  # a fresh LAIN model starts as its backbone
+
+    def lain_parameters(self) -> List[nn.Parameter]:
+        """Parameters that exist only because of LAIN (for overhead accounting)."""
+        return list(self.length_linear.parameters()) if self.length_linear is not None else []
 
     def forward(self, x: torch.Tensor, length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, ..., in_dim); length_embedding: (B, length_dim), broadcast over the middle axes."""
@@ -194,6 +198,10 @@ class DINAttention(_Modulation):
         for projection in (self.query_projection, self.key_projection):
             if projection is not None:
                 nn.init.eye_(projection.linear.weight)
+
+    def lain_parameters(self) -> List[nn.Parameter]:
+        """The query/key projections exist only for LAIN's conditioning."""
+        return [p for m in (self.query_projection, self.key_projection) if m is not None for p in m.parameters()]
 
     def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,
                 condition: Optional[BranchCondition] = None) -> Tuple[torch.Tensor, torch.Tensor]:

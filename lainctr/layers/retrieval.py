@@ -10,8 +10,9 @@ def masked_topk(scores: torch.Tensor, mask: torch.Tensor, k: int) -> Tuple[torch
     """Top-k positions by score among real behaviours; padding is never chosen over a real behaviour.
 
     Padding gets score -inf before the selection (LongCTR's SIM multiplies by the mask instead, so zero-
-    scored padding beats real behaviours with negative scores). Ties keep the more recent position
-    (higher index), so the choice is deterministic.
+    scored padding beats real behaviours with negative scores). The order among exactly equal real scores
+    is whatever ``torch.topk`` returns (it may depend on the padded width): a caller whose scores tie by
+    construction (SIM's hard search) adds its own tie-break, e.g. recency.
 
     Args:
         scores: (B, n) or (B, H, n) relevance; mask: (B, n) bool, True = real behaviour.
@@ -23,9 +24,7 @@ def masked_topk(scores: torch.Tensor, mask: torch.Tensor, k: int) -> Tuple[torch
     k = min(k, scores.shape[-1])
     valid = mask if scores.dim() == 2 else mask.unsqueeze(1).expand_as(scores)
     filled = scores.masked_fill(~valid, float("-inf"))
-    # flip so that among equal scores the most recent position wins (topk keeps the first occurrence)
-    top_scores, flipped = torch.topk(filled.flip(-1), k, dim=-1, sorted=True)
-    index = scores.shape[-1] - 1 - flipped
+    top_scores, index = torch.topk(filled, k, dim=-1, sorted=True)
     return index, top_scores, torch.gather(valid, -1, index)
 
 

@@ -17,9 +17,12 @@ from fuxictr.features import FeatureMap
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from fuxictr.pytorch.models import BaseModel
 from torch import nn
+from tqdm import tqdm
 
 from .. import metrics as metric_lib
+from ..analysis.gini import gini
 from ..data.loader import SequenceBatch
+from ..layers.attention import LengthTemperature
 from ..layers.lain import BranchCondition, LAINConfig, LengthConditioner
 
 
@@ -193,21 +196,34 @@ class SequenceCTRModel(BaseModel):
         super().fit(data_generator, epochs=epochs, validation_data=validation_data,
                     max_gradient_norm=max_gradient_norm, **kwargs)
 
-    def predict_arrays(self, data_generator) -> Dict[str, np.ndarray]:
-        """Predictions with what evaluation needs: y_pred, y_true, group (user), history_length."""
+    def predict_arrays(self, data_generator, attention_branch: Optional[str] = None) -> Dict[str, np.ndarray]:
+        """Predictions with what evaluation needs: y_pred, y_true, group (user), history_length.
+
+        With ``attention_branch`` (e.g. ``"long"``) the same pass also returns ``gini`` (N,): the attention
+        Gini of that branch per sample, when the model records that branch's attention.
+        """
         self.eval()
-        out = {"y_pred": [], "y_true": [], "group": [], "history_length": []}
-        iterator = data_generator
-        if self._verbose > 0:
-            from tqdm import tqdm
-            iterator = tqdm(data_generator, desc="evaluate", leave=False)
-        with torch.no_grad():
-            for batch in iterator:
-                out["y_pred"].append(self.forward(batch)["y_pred"].float().cpu().numpy().reshape(-1))
-                out["y_true"].append(batch.batch_dict[self.feature_map.labels[0]].numpy().reshape(-1))
-                out["group"].append(self.get_group_id(batch).numpy().reshape(-1))
-                out["history_length"].append(batch.history_length.numpy().reshape(-1))
-        return {k: np.concatenate(v) for k, v in out.items()}
+        label = self.feature_map.labels[0]
+        out: Dict[str, list] = {"y_pred": [], "y_true": [], "group": [], "history_length": [], "gini": []}
+        previous, self.capture_attention = self.capture_attention, attention_branch is not None
+        iterator = tqdm(data_generator, desc="evaluate", leave=False) if self._verbose > 0 else data_generator
+        try:
+            with torch.no_grad():
+                for batch in iterator:
+                    self.attention_records.clear()
+                    out["y_pred"].append(self.forward(batch)["y_pred"].float().cpu().numpy().reshape(-1))
+                    out["y_true"].append(batch.batch_dict[label].numpy().reshape(-1))
+                    out["group"].append(self.get_group_id(batch).numpy().reshape(-1))
+                    out["history_length"].append(batch.history_length.numpy().reshape(-1))
+                    if attention_branch in self.attention_records:
+                        out["gini"].append(gini(*self.attention_records[attention_branch]))
+        finally:
+            self.capture_attention = previous
+            self.attention_records.clear()
+        arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items() if k != "gini"}
+        if out["gini"] and len(out["gini"]) == len(out["y_pred"]):
+            arrays["gini"] = np.concatenate(out["gini"])
+        return arrays
 
     def evaluate(self, data_generator, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
         arrays = self.predict_arrays(data_generator)
@@ -215,6 +231,20 @@ class SequenceCTRModel(BaseModel):
                                            metrics or self.validation_metrics, arrays["group"])
         logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()))
         return logs
+
+    def lain_parameter_count(self) -> int:
+        """Trainable parameters that exist only because of LAIN: the length conditioner, temperatures and
+        every module's ``lain_parameters()`` (0 for a backbone)."""
+        found = {}
+        for module in self.modules():
+            if isinstance(module, (LengthConditioner, LengthTemperature)):
+                params = module.parameters()
+            elif hasattr(module, "lain_parameters"):
+                params = module.lain_parameters()
+            else:
+                continue
+            found.update({id(p): p for p in params if p.requires_grad})
+        return sum(p.numel() for p in found.values())
 
     def count_parameters(self, count_embedding: bool = True) -> int:
         """Trainable parameters; without embedding tables when ``count_embedding`` is False."""

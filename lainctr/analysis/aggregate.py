@@ -1,0 +1,218 @@
+"""Aggregation of results files: runs -> per-expid mean/std over seeds -> LAIN-vs-backbone gains.
+
+Group key of a run: (dataset_id, expid, model, backbone, lain, variant, max_len). ``variant`` is the
+results file's ``tag`` column when present, else for LAIN models the ablation variant inferred from the
+run's params (``full`` for the default switches), else "" — so ablation runs written to the main results
+file never mix with the full model, and only untagged backbone runs serve as the base of a gain.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .ablation import infer_variant
+
+GROUP_KEYS = ["dataset_id", "expid", "model", "backbone", "lain", "variant", "max_len"]
+METRIC_COLUMN = re.compile(r"^(valid|test)_([A-Za-z_]+?)(?:@(\d+-(?:\d+|inf)))?$")
+GAIN_METRICS = ("AUC", "gAUC", "logloss", "gini", "gini_bucket_var")
+COUNT_METRICS = ("samples", "users")
+
+
+def parse_metric_column(column: str) -> Optional[Tuple[str, str, str]]:
+    """``test_AUC@0-100`` -> ("test", "AUC", "0-100"); ``valid_logloss`` -> ("valid", "logloss", "")."""
+    match = METRIC_COLUMN.match(column)
+    return (match.group(1), match.group(2), match.group(3) or "") if match else None
+
+
+def bucket_order(bucket: str) -> float:
+    return float(bucket.split("-")[0]) if bucket else -1.0
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def variant_of(tag: str, params: str, lain: bool) -> str:
+    """``ablation:wo_sle`` -> ``wo_sle``; another tag as is; untagged LAIN rows from their switches."""
+    if tag:
+        return tag.split(":", 1)[1] if tag.startswith("ablation:") else tag
+    return infer_variant(params or "{}") if lain else ""
+
+
+def load_results(paths: Sequence[str], latest_per_seed: bool = True) -> pd.DataFrame:
+    """All rows of the results CSVs, metrics as floats, plus ``variant`` and ``source_file``.
+
+    A run_id seen twice is kept once. With ``latest_per_seed``, a seed re-run under the same group keeps
+    only its latest row, so ``n`` counts seeds, not re-runs.
+    """
+    frames = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"results file {path} does not exist")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frames.append(frame.assign(source_file=os.path.abspath(path)))
+    if not frames:
+        return pd.DataFrame(columns=GROUP_KEYS + ["seed"])
+    runs = pd.concat(frames, ignore_index=True, sort=False).fillna("")
+    if "run_id" in runs:
+        runs = runs[~(runs["run_id"].duplicated() & (runs["run_id"] != ""))]
+    for column in runs.columns:
+        if parse_metric_column(column):
+            runs[column] = pd.to_numeric(runs[column].replace("", np.nan), errors="coerce")
+    runs["lain"] = runs["lain"].map(_truthy) if "lain" in runs else False
+    for column in ("seed", "max_len"):
+        runs[column] = pd.to_numeric(runs.get(column, pd.Series(dtype=str)), errors="coerce").astype("Int64")
+    if "backbone" not in runs:
+        runs["backbone"] = runs["model"].str.replace("_LAIN", "", regex=False)
+    tags = runs["tag"] if "tag" in runs else pd.Series([""] * len(runs), index=runs.index)
+    params = runs["params"] if "params" in runs else pd.Series(["{}"] * len(runs), index=runs.index)
+    runs["variant"] = [variant_of(tag, p, lain) for tag, p, lain in zip(tags, params, runs["lain"])]
+    if latest_per_seed and len(runs):
+        order = runs["timestamp"] if "timestamp" in runs else pd.Series(range(len(runs)), index=runs.index)
+        runs = (runs.assign(_order=order).sort_values("_order", kind="stable")
+                .drop_duplicates(GROUP_KEYS + ["seed"], keep="last").drop(columns="_order"))
+    return runs.reset_index(drop=True)
+
+
+def metric_columns(runs: pd.DataFrame, split: Optional[str] = None) -> List[str]:
+    """Metric columns present in ``runs`` (optionally of one split), overall first, then per bucket."""
+    found = [c for c in runs.columns if parse_metric_column(c) and (split is None or c.startswith(split + "_"))]
+    return sorted(found, key=lambda c: (parse_metric_column(c)[0] != "valid", bucket_order(parse_metric_column(c)[2]),
+                                        found.index(c)))
+
+
+def _std(values: pd.Series) -> float:
+    values = values.dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: the keys, ``n`` (seeds), ``seeds``, ``n_runs`` and ``{column}_mean`` /
+    ``{column}_std`` (sample std, NaN for one seed) of every metric column."""
+    columns = metric_columns(runs)
+    rows = []
+    for key, part in runs.groupby(GROUP_KEYS, dropna=False, sort=True):
+        row = dict(zip(GROUP_KEYS, key))
+        seeds = sorted(int(s) for s in part["seed"].dropna().unique())
+        row.update(n=len(seeds) or len(part), seeds=" ".join(map(str, seeds)), n_runs=len(part))
+        for column in columns:
+            row[f"{column}_mean"] = float(part[column].mean()) if part[column].notna().any() else math.nan
+            row[f"{column}_std"] = _std(part[column])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=GROUP_KEYS + ["n", "seeds", "n_runs"] +
+                        [f"{c}_{s}" for c in columns for s in ("mean", "std")])
+
+
+def base_expid_of(expid: str) -> str:
+    """``TWIN_LAIN_kuaivideo`` -> ``TWIN_kuaivideo``."""
+    return expid.replace("_LAIN", "", 1)
+
+
+def find_pairs(summary: pd.DataFrame) -> List[Tuple[int, int]]:
+    """(LAIN row, backbone row) index pairs of ``summary``: a full LAIN group and the non-LAIN group of its
+    backbone on the same dataset and max_len (the expid without ``_LAIN`` preferred)."""
+    pairs = []
+    for i, lain in summary[summary["lain"] & (summary["variant"] == "full")].iterrows():
+        candidates = summary[(~summary["lain"]) & (summary["variant"] == "") &
+                             (summary["dataset_id"] == lain["dataset_id"]) &
+                             (summary["model"] == lain["backbone"]) & (summary["max_len"] == lain["max_len"])]
+        if candidates.empty:
+            continue
+        preferred = candidates[candidates["expid"] == base_expid_of(lain["expid"])]
+        if preferred.empty and len(candidates) > 1:
+            logging.warning("%s: %d backbone expids match, using %s", lain["expid"], len(candidates),
+                            candidates.iloc[0]["expid"])
+        pairs.append((i, (preferred if not preferred.empty else candidates).index[0]))
+    return pairs
+
+
+def relative_gain(lain: float, base: float) -> float:
+    """(LAIN - base) / base in %, the paper's format (for logloss negative = better)."""
+    return (lain - base) / base * 100.0 if base not in (0, None) and not math.isnan(base) else math.nan
+
+
+def _group_runs(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    mask = np.ones(len(runs), bool)
+    for key in GROUP_KEYS:
+        same = runs[key].isna() if pd.isna(row[key]) else (runs[key] == row[key]).fillna(False)
+        mask &= same.to_numpy()
+    return runs[mask]
+
+
+def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str = "test",
+          metrics: Sequence[str] = GAIN_METRICS) -> pd.DataFrame:
+    """Relative gain of every full ``_LAIN`` group over its backbone, overall and per length bucket.
+
+    Paired over seeds when both groups ran a common seed (mean and sample std of the per-seed gains over
+    the common seeds, ``paired`` True); otherwise the gain of the means (``paired`` False, no std).
+
+    Returns:
+        long table: dataset_id, backbone, lain_expid, base_expid, max_len, split, metric, bucket,
+        base_mean, lain_mean, gain_pct, gain_pct_std, n, paired.
+    """
+    summary = summarize(runs) if summary is None else summary
+    rows = []
+    for lain_index, base_index in find_pairs(summary):
+        lain_row, base_row = summary.loc[lain_index], summary.loc[base_index]
+        lain_runs, base_runs = _group_runs(runs, lain_row), _group_runs(runs, base_row)
+        common = sorted(set(lain_runs["seed"].dropna()) & set(base_runs["seed"].dropna()))
+        for column in metric_columns(runs, split):
+            _, metric, bucket = parse_metric_column(column)
+            if metric not in metrics or pd.isna(lain_row[f"{column}_mean"]) or pd.isna(base_row[f"{column}_mean"]):
+                continue
+            out = {"dataset_id": lain_row["dataset_id"], "backbone": lain_row["backbone"],
+                   "lain_expid": lain_row["expid"], "base_expid": base_row["expid"], "max_len": lain_row["max_len"],
+                   "split": split, "metric": metric, "bucket": bucket,
+                   "base_mean": base_row[f"{column}_mean"], "lain_mean": lain_row[f"{column}_mean"]}
+            if common:
+                lain_by_seed = lain_runs.groupby("seed")[column].mean()
+                base_by_seed = base_runs.groupby("seed")[column].mean()
+                per_seed = pd.Series([relative_gain(lain_by_seed[s], base_by_seed[s]) for s in common]).dropna()
+                out.update(gain_pct=float(per_seed.mean()) if len(per_seed) else math.nan,
+                           gain_pct_std=_std(per_seed), n=len(per_seed), paired=True)
+            else:
+                out.update(gain_pct=relative_gain(out["lain_mean"], out["base_mean"]), gain_pct_std=math.nan,
+                           n=int(min(lain_row["n"], base_row["n"])), paired=False)
+            rows.append(out)
+    return pd.DataFrame(rows, columns=["dataset_id", "backbone", "lain_expid", "base_expid", "max_len", "split",
+                                       "metric", "bucket", "base_mean", "lain_mean", "gain_pct", "gain_pct_std",
+                                       "n", "paired"])
+
+
+def bucket_table(summary: pd.DataFrame, metric: str = "AUC", split: str = "test") -> pd.DataFrame:
+    """Per group, ``{split}_{metric}@{bucket}`` mean and std in bucket order (wide)."""
+    columns = [c for c in summary.columns if c.endswith("_mean") and (p := parse_metric_column(c[:-5]))
+               and p[0] == split and p[1] == metric and p[2]]
+    columns.sort(key=lambda c: bucket_order(parse_metric_column(c[:-5])[2]))
+    keep = GROUP_KEYS + ["n"] + [x for c in columns for x in (c, c[:-5] + "_std")]
+    return summary[keep].copy()
+
+
+def history_curves(runs: pd.DataFrame, search_dirs: Iterable[str] = ()) -> Dict[str, List[dict]]:
+    """``{label: history entries}`` for every run whose ``history_file`` can be read (others skipped).
+
+    Relative paths are tried against each of ``search_dirs`` (e.g. the zoo root and the results file's
+    folder)."""
+    curves: Dict[str, List[dict]] = {}
+    for _, run in runs.iterrows():
+        path = str(run.get("history_file", "") or "")
+        if not path:
+            continue
+        candidates = [path] if os.path.isabs(path) else [os.path.join(d, path) for d in search_dirs] + [path]
+        found = next((c for c in candidates if os.path.exists(c)), None)
+        if found is None:
+            logging.info("history file %s not found; skipped", path)
+            continue
+        with open(found) as fd:
+            history = json.load(fd)
+        label = f"{run['expid']}" + (f" [{run['variant']}]" if run.get("variant") not in ("", "full", None) else "")
+        label += f" seed {run['seed']}" if not pd.isna(run.get("seed")) else ""
+        curves[label] = history
+    return curves

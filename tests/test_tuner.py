@@ -1,0 +1,214 @@
+"""Grid expansion, validation-only selection and the ablation runner, with a fake run_experiment."""
+import json
+import math
+import os
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from lainctr import config as config_lib
+from lainctr import tuner
+from lainctr.analysis import ablation_overrides, infer_variant
+from lainctr.layers.lain import LAINConfig
+from lainctr.results import append_result
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "config", "tuner", "DIN_LAIN_example.yaml")
+BASE = {"model": "DIN_LAIN", "dataset_id": "synthetic", "learning_rate": 1e-3, "num_prompts": 4, "seed": 2026,
+        "monitor": "AUC", "monitor_mode": "max", "_config_file": "x.yaml", "expid": "DIN_LAIN_synthetic"}
+
+
+def _tuner(**extra):
+    return {"base_expid": "DIN_LAIN_synthetic",
+            "tuner_space": {"learning_rate": [1.e-3, 5.e-4], "num_prompts": [2, 4]}, "seeds": [2026], **extra}
+
+
+# ----- expansion --------------------------------------------------------------------------------
+def test_expansion_names_count_values():
+    points = tuner.expand_grid(_tuner(), BASE, check_keys=False)
+    assert len(points) == 4
+    assert [p.index for p in points] == [1, 2, 3, 4]
+    for point in points:
+        assert re.fullmatch(r"DIN_LAIN_synthetic_\d{3}_[0-9a-f]{8}", point.name)
+        assert point.name.startswith(f"DIN_LAIN_synthetic_{point.index:03d}_")
+        assert point.name.endswith(tuner.point_hash(point.block))
+        assert "expid" not in point.block and "_config_file" not in point.block
+        assert point.block["model"] == "DIN_LAIN" and point.block["seed"] == 2026
+    # itertools.product order, last key fastest
+    assert [p.params for p in points] == [{"learning_rate": 1e-3, "num_prompts": 2},
+                                          {"learning_rate": 1e-3, "num_prompts": 4},
+                                          {"learning_rate": 5e-4, "num_prompts": 2},
+                                          {"learning_rate": 5e-4, "num_prompts": 4}]
+    assert [p.block["num_prompts"] for p in points] == [2, 4, 2, 4]
+    assert len({p.name[-8:] for p in points}) == 4
+    again = tuner.expand_grid(_tuner(), dict(BASE), check_keys=False)
+    assert [p.name for p in again] == [p.name for p in points]            # deterministic
+    changed = tuner.expand_grid(_tuner(), dict(BASE, embedding_dim=32), check_keys=False)
+    assert changed[0].name != points[0].name                               # hash covers the whole block
+
+
+def test_scalar_values_and_key_checks():
+    points = tuner.expand_grid({"base_expid": "X", "tuner_space": {"num_prompts": 2}}, BASE, check_keys=False)
+    assert len(points) == 1 and points[0].params == {"num_prompts": 2}
+    with pytest.raises(config_lib.ConfigError, match="nmu_prompts"):
+        tuner.expand_grid({"base_expid": "X", "tuner_space": {"nmu_prompts": [2]}}, BASE)
+
+
+def test_tuner_yaml_checks(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(_tuner(tuner_spce={})))
+    with pytest.raises(config_lib.ConfigError, match="tuner_spce"):
+        tuner.load_tuner_config(str(path))
+    path.write_text(yaml.safe_dump({"base_expid": "X", "tuner_space": {"seed": [1, 2]}}))
+    with pytest.raises(config_lib.ConfigError, match="seeds"):
+        tuner.load_tuner_config(str(path))
+
+
+def test_example_config_expands_against_the_zoo(tmp_path):
+    result = tuner.run_grid(EXAMPLE, out_dir=str(tmp_path), dry_run=True)
+    points = result["points"]
+    assert len(points) == 4 and all(p.name.startswith("DIN_LAIN_synthetic_00") for p in points)
+    # the generated config dir is a valid --config for run_experiment
+    params = config_lib.load_config(points[3].name, str(tmp_path / "configs"))
+    assert params["learning_rate"] == 5e-4 and params["num_prompts"] == 4 and params["model"] == "DIN_LAIN"
+
+
+# ----- selection on validation only -------------------------------------------------------------
+# point -> (valid AUC, test AUC) per seed: the best test point (B) is not the best valid point (A)
+OUTCOMES = {1: {2026: (0.80, 0.70), 2027: (0.78, 0.71)},
+            2: {2026: (0.79, 0.76), 2027: (0.77, 0.77)},
+            3: {2026: (0.75, 0.60), 2027: (0.75, 0.61)},
+            4: {2026: (0.81, 0.65), 2027: (0.70, 0.66)}}
+
+
+def test_select_best_ignores_test():
+    rows = {f"p{i}": [{"seed": s, "valid_AUC": v, "test_AUC": t, "valid_logloss": 1 - v}
+                      for s, (v, t) in seeds.items()] for i, seeds in OUTCOMES.items()}
+    best, table = tuner.select_best(rows, "AUC", "max")
+    assert best == "p1"                                             # valid mean 0.79 beats p2 (0.78), p4 (0.755)
+    assert table.set_index("point")["test_AUC"].idxmax() == "p2"    # what a test-based pick would have chosen
+    assert table["selected"].sum() == 1
+    assert tuner.select_best(rows, "logloss", "min")[0] == "p1"
+    weighted, _ = tuner.select_best(rows, {"AUC": 1, "logloss": -1}, "max")
+    assert weighted == "p1"
+    with pytest.raises(ValueError):
+        tuner.select_best(rows, "AUC", "best")
+
+
+def test_run_grid_with_fake_runner(tmp_path):
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump({"base_expid": "DIN_LAIN_synthetic_tiny",
+                                      "tuner_space": {"learning_rate": [1.e-3, 5.e-4], "num_prompts": [2, 4]},
+                                      "seeds": [2026, 2027]}))
+    calls = []
+
+    def fake_run_experiment(expid, config_dir=None, gpu=-1, data_root=None, overrides=None, results_file=None, tag=None):
+        params = config_lib.load_config(expid, config_dir)     # the point is a real expid of the generated dir
+        index = int(expid.split("_")[-2])
+        seed = overrides["seed"]
+        valid, test = OUTCOMES[index][seed]
+        calls.append((expid, seed, params["num_prompts"], results_file))
+        return {"run_id": f"{index}-{seed}", "expid": expid, "seed": seed, "valid_AUC": valid, "test_AUC": test,
+                "valid_gAUC": valid, "test_gAUC": test, "valid_logloss": 0.5, "test_logloss": 0.5}
+
+    result = tuner.run_grid(str(config), runner=fake_run_experiment, out_dir=str(tmp_path / "out"))
+    assert len(calls) == 8 and {c[1] for c in calls} == {2026, 2027}
+    assert [c[2] for c in calls[::2]] == [2, 4, 2, 4]
+    assert calls[0][3] == str(tmp_path / "out" / "results.csv")
+    names = [p.name for p in result["points"]]
+    assert result["best"] == names[0]
+    selection = yaml.safe_load((tmp_path / "out" / "best.yaml").read_text())
+    assert selection["selected_expid"] == names[0]
+    assert selection["test"]["AUC"] == pytest.approx(0.705)
+    assert selection["config"][names[0]]["num_prompts"] == 2
+    assert "valid AUC" in selection["selected_by"]
+    summary = pd.read_csv(tmp_path / "out" / "grid_summary.csv")
+    assert summary["selected"].tolist() == [True, False, False, False]
+    assert len(pd.read_csv(tmp_path / "out" / "grid_runs.csv")) == 8
+    assert "Selected: `" + names[0] in (tmp_path / "out" / "grid_summary.md").read_text()
+
+
+# ----- ablation ---------------------------------------------------------------------------------
+def test_ablation_overrides_match_the_spec():
+    variants = ablation_overrides()
+    assert list(variants) == ["full", "wo_sle", "wo_prompts", "wo_qk", "wo_temperature", "wo_lma",
+                              "wo_short_branch", "backbone"]
+    off = {name: sorted(k for k, v in o.items() if v is False) for name, o in variants.items()}
+    assert off == {"full": [], "wo_sle": ["use_sle"], "wo_prompts": ["use_prompts"],
+                   "wo_qk": ["use_qk_conditioning"], "wo_temperature": ["use_temperature"],
+                   "wo_lma": ["use_qk_conditioning", "use_temperature"],
+                   "wo_short_branch": ["lain_on_short_branch"],
+                   "backbone": ["use_prompts", "use_qk_conditioning", "use_temperature"]}
+    for name, overrides in variants.items():
+        assert set(overrides) <= set(LAINConfig.keys())
+        assert LAINConfig(**overrides).active == (name != "backbone")
+        assert infer_variant(json.dumps(overrides)) == name
+    assert "backbone" not in ablation_overrides(include_backbone=False)
+    assert infer_variant("{}") == "full"
+    assert infer_variant({"use_sle": False, "use_prompts": False}).startswith("custom")
+
+
+def _fake_ablation_runner(results_file_log):
+    # variant -> (AUC, logloss) at seed 1; seed 2 adds +0.002 / -0.001 to everything
+    values = {"full": (0.7233, 0.4097), "wo_sle": (0.7220, 0.4100), "wo_prompts": (0.7228, 0.4107),
+              "wo_qk": (0.7195, 0.4148), "wo_temperature": (0.7212, 0.4111), "wo_lma": (0.7189, 0.4157),
+              "wo_short_branch": (0.7226, 0.4137), "backbone": (0.7158, 0.4164)}
+
+    def run_experiment(expid, config_dir=None, gpu=-1, data_root=None, overrides=None, results_file=None, tag=None):
+        overrides = dict(overrides)
+        seed = overrides.pop("seed")
+        variant = infer_variant(overrides)
+        assert tag == f"ablation:{variant}"
+        auc, logloss = values[variant]
+        shift = 0.0 if seed == 1 else 1.0
+        row = {"run_id": f"{variant}-{seed}", "timestamp": "2026-01-01T00:00:00", "expid": expid, "seed": seed,
+               "params": json.dumps(overrides), "test_AUC": auc + 0.002 * shift,
+               "test_logloss": logloss - 0.001 * shift, "test_gAUC": auc, "valid_AUC": auc, "valid_gAUC": auc,
+               "valid_logloss": logloss}
+        append_result(results_file, row)
+        results_file_log.append(results_file)
+        return row
+
+    return run_experiment
+
+
+def test_run_ablation_with_fake_runner(tmp_path):
+    log = []
+    results = str(tmp_path / "ablation.csv")
+    table = tuner.run_ablation("DIN_LAIN_synthetic_tiny", seeds=[1, 2], runner=_fake_ablation_runner(log),
+                               results_file=results, out=str(tmp_path / "reports"))
+    assert len(log) == 16 and set(log) == {results}
+    table = table.set_index("variant")
+    assert table.loc["full", "n"] == 2 and table.loc["full", "delta_AUC"] == 0
+    assert table.loc["full", "AUC_mean"] == pytest.approx(0.7243)
+    assert table.loc["wo_lma", "delta_AUC"] == pytest.approx(0.7189 - 0.7233)
+    assert table.loc["wo_lma", "delta_logloss"] == pytest.approx(0.4157 - 0.4097)
+    assert table.loc["wo_lma", "paired"] and table.loc["wo_lma", "delta_AUC_std"] == pytest.approx(0.0, abs=1e-12)
+    assert table.loc["wo_qk", "paper_AUC"] == pytest.approx(0.7195)
+    assert table.loc["wo_qk", "paper_delta_AUC"] == pytest.approx(-0.0038)
+    assert math.isnan(table.loc["wo_sle", "paper_AUC"])           # no "w/o SLE" row is known
+    stem = tmp_path / "reports" / "ablation_DIN_LAIN_synthetic_tiny"
+    assert "w/o LMA (both parts)" in (tmp_path / "reports" / "ablation_DIN_LAIN_synthetic_tiny.md").read_text()
+    assert len(pd.read_csv(str(stem) + "_runs.csv")) == 16
+    # the table can be rebuilt from the results file alone (variant inferred from the params)
+    rebuilt = tuner.run_ablation("DIN_LAIN_synthetic_tiny", seeds=[1, 2], results_file=results,
+                                 out=str(tmp_path / "again"), rebuild=True).set_index("variant")
+    pd.testing.assert_series_equal(rebuilt["delta_AUC"], table["delta_AUC"])
+
+
+def test_ablation_resume_and_checks(tmp_path):
+    log = []
+    results = str(tmp_path / "ablation.csv")
+    runner = _fake_ablation_runner(log)
+    tuner.run_ablation("DIN_LAIN_synthetic_tiny", [1], ["full", "wo_sle"], runner=runner, results_file=results,
+                       out=str(tmp_path))
+    tuner.run_ablation("DIN_LAIN_synthetic_tiny", [1, 2], ["full", "wo_sle"], runner=runner, results_file=results,
+                       out=str(tmp_path), resume=True)
+    assert len(log) == 4                                             # seed 1 runs were not repeated
+    with pytest.raises(config_lib.ConfigError, match="_LAIN"):
+        tuner.run_ablation("DIN_synthetic_tiny", [1], runner=runner, results_file=results, out=str(tmp_path))
+    with pytest.raises(config_lib.ConfigError, match="unknown ablation"):
+        tuner.run_ablation("DIN_LAIN_synthetic_tiny", [1], ["wo_everything"], runner=runner,
+                           results_file=results, out=str(tmp_path))
