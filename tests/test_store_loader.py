@@ -96,3 +96,11 @@ def test_rewrite_replaces_atomically_and_failure_leaves_old_copy(tmp_path, tiny_
         store.write_dataset(target, splits, sequences, table, tiny_dataset.feature_map_json, {"marker": 2})
     assert store.read_info(target)["marker"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+@pytest.mark.parametrize("batch_size", [4, 7])
+def test_no_single_sample_batch(tiny_dataset, batch_size):
+    loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=batch_size, max_len=5)
+    loader.num_samples = 4 * batch_size + 1            # a split whose last batch would hold one sample
+    got = [len(b.history_length) for b in loader]
+    assert got == [batch_size] * 3 + [batch_size + 1] and len(loader) == 4

@@ -90,8 +90,16 @@ class SequenceBatchLoader:
         self.target = split_columns["item_index"].astype(np.int64)
         self.num_samples = len(self.user_index)
 
+    def batch_starts(self) -> np.ndarray:
+        """Start offsets of the batches. A trailing batch of one sample is merged into the one before it:
+        BatchNorm (and Dice) cannot train on a single row, and ``n % batch_size == 1`` happens on real data."""
+        starts = np.arange(0, self.num_samples, self.batch_size)
+        if len(starts) > 1 and self.num_samples - starts[-1] == 1:
+            starts = starts[:-1]
+        return starts
+
     def __len__(self) -> int:
-        return (self.num_samples + self.batch_size - 1) // self.batch_size
+        return len(self.batch_starts())
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
@@ -116,5 +124,6 @@ class SequenceBatchLoader:
 
     def __iter__(self) -> Iterator[SequenceBatch]:
         order = self._order()
-        for start in range(0, self.num_samples, self.batch_size):
-            yield self.make_batch(order[start:start + self.batch_size])
+        ends = np.append(self.batch_starts()[1:], self.num_samples)
+        for start, end in zip(self.batch_starts(), ends):
+            yield self.make_batch(order[start:end])
