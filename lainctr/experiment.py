@@ -124,6 +124,8 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     model.fit(train, epochs=int(run.get("epochs", 1)), validation_data=valid,
               max_gradient_norm=float(run.get("max_gradient_norm", 10.0)))
     train_seconds = time.time() - start
+    if hasattr(model, "precompute_item_projections"):  # TWIN: score behaviours from cached item projections
+        model.precompute_item_projections(dataset.item_table)
     metrics = list(model_kwargs.get("metrics", ["AUC", "gAUC", "logloss"]))
     buckets = list(run.get("length_buckets", [100, 200]))
     history_file = os.path.join(model_root, dataset_id, f"{model_id}.history.json")

@@ -94,8 +94,8 @@ class ConditionedLinear(nn.Module):
         return out
 
 
-class _Modulation(nn.Module):
-    """The temperature part of LMA, shared by both attention types."""
+class LengthModulation(nn.Module):
+    """The temperature part of LMA, shared by every target attention (MHTA, DIN, TWIN's top-k)."""
 
     def __init__(self, temperature: bool, pivot: float, gamma_init: float, learn_pivot: bool):
         super().__init__()
@@ -109,7 +109,7 @@ class _Modulation(nn.Module):
         return logits / tau.view(-1, *([1] * (logits.dim() - 1)))
 
 
-class MultiHeadTargetAttention(_Modulation):
+class MultiHeadTargetAttention(LengthModulation):
     """Scaled dot-product target attention (query = target item, keys/values = behaviours).
 
     Args:
@@ -167,7 +167,7 @@ class MultiHeadTargetAttention(_Modulation):
         return self.pool(weights, sequence), weights
 
 
-class DINAttention(_Modulation):
+class DINAttention(LengthModulation):
     """DIN's activation unit: an MLP scores [q, k, q - k, q * k] for every behaviour.
 
     With LAIN query/key conditioning, q' = W_q [q; e] and k' = W_k [k; e] (new d -> d projections,

@@ -192,9 +192,26 @@ class SequenceCTRModel(BaseModel):
         super().checkpoint_and_earlystop(logs, min_delta)
 
     def fit(self, data_generator, epochs: int = 1, validation_data=None, max_gradient_norm: float = 10.0, **kwargs):
+        """FuxiCTR's fit loop (train epochs, evaluate every ``eval_steps``, early stopping, reload the best
+        checkpoint), restated because FuxiCTR 2.3.9's uses ``np.Inf``, which NumPy 2 removed."""
+        self.valid_gen = validation_data
+        self._max_gradient_norm = max_gradient_norm
+        self._best_metric = np.inf if self._monitor_mode == "min" else -np.inf
+        self._stopping_steps, self._stop_training = 0, False
+        self._steps_per_epoch = len(data_generator)
+        self._total_steps = self._batch_index = self._epoch_index = 0
+        if self._eval_steps is None:
+            self._eval_steps = self._steps_per_epoch
         self.optimizer.zero_grad()
-        super().fit(data_generator, epochs=epochs, validation_data=validation_data,
-                    max_gradient_norm=max_gradient_norm, **kwargs)
+        logging.info("Start training: %d batches/epoch", self._steps_per_epoch)
+        for epoch in range(epochs):
+            self._epoch_index = epoch
+            self.train_epoch(data_generator)
+            logging.info("************ Epoch=%d end ************", epoch + 1)
+            if self._stop_training:
+                break
+        logging.info("Training finished. Load best model: %s", self.checkpoint)
+        self.load_weights(self.checkpoint)
 
     def predict_arrays(self, data_generator, attention_branch: Optional[str] = None) -> Dict[str, np.ndarray]:
         """Predictions with what evaluation needs: y_pred, y_true, group (user), history_length.
