@@ -52,3 +52,35 @@ def randomize_embeddings(model, std: float = 0.5) -> None:
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
                 if module.padding_idx is not None:
                     module.weight[module.padding_idx].zero_()
+
+
+def build_model(name: str, feature_map, model_kwargs: dict, **extra):
+    """``name`` from the zoo, seeded, with visible embeddings (see :func:`randomize_embeddings`)."""
+    from lainctr.registry import get_model
+    torch.manual_seed(0)
+    model = get_model(name)(feature_map, **{**model_kwargs, **extra})
+    randomize_embeddings(model)
+    return model
+
+
+def assert_window_respected(model, dataset, max_len: int = 30, checked_rows: int = 5) -> None:
+    """Changing the behaviour just older than the ``max_len`` window leaves a prediction unchanged;
+    changing the most recent behaviour changes it (so the model does read the window)."""
+    from lainctr.data.loader import SequenceBatchLoader
+    loader = SequenceBatchLoader(dataset, "valid", batch_size=64, max_len=max_len)
+    rows = torch.arange(64).numpy()
+    batch = loader.make_batch(rows)
+    baseline = predict(model, batch)
+    long_rows = torch.nonzero(batch.history_length > max_len).view(-1)[:checked_rows]
+    assert len(long_rows) > 0
+    for row in long_rows.tolist():
+        u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
+        for position, should_change in ((s - max_len - 1, False), (s - 1, True)):
+            flat = dataset.offsets[u] + position
+            saved = dataset.behaviours[flat].clone()
+            dataset.behaviours[flat] = 1 if saved != 1 else 2
+            try:
+                changed = predict(model, loader.make_batch(rows))[row]
+            finally:
+                dataset.behaviours[flat] = saved
+            assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change

@@ -2,11 +2,8 @@
 import pytest
 import torch
 
-from lainctr.data.loader import SequenceBatchLoader
 from lainctr.experiment import run_experiment
-from lainctr.registry import get_model
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, predict,
-                          randomize_embeddings)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -15,60 +12,38 @@ SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditionin
             {"shared_prompts": False}, {"learn_pivot": True}]
 
 
-def build(name, feature_map, model_kwargs, **extra):
-    torch.manual_seed(0)
-    model = get_model(name)(feature_map, **{**model_kwargs, **extra})
-    randomize_embeddings(model)
-    return model
-
-
 @pytest.mark.parametrize("name,extra", [("DIN", {}), ("DIN", {"din_use_softmax": False, "use_short_branch": False}),
                                         ("DIN", {"attention_hidden_activations": "Dice"})]
                          + [("DIN_LAIN", s) for s in SWITCHES])
 def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs, **extra)
+    model = build_model(name, feature_map, model_kwargs, **extra)
     assert_output_shape(model, tiny_batch)
     assert_padding_invariant(model, tiny_batch)
 
 
 @pytest.mark.parametrize("name", ["DIN", "DIN_LAIN"])
 def test_behaviour_beyond_max_len_has_no_effect(name, feature_map, model_kwargs, tiny_dataset):
-    model = build(name, feature_map, model_kwargs)
-    loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=30)
-    rows = torch.arange(64).numpy()
-    batch = loader.make_batch(rows)
-    baseline = predict(model, batch)
-    long_rows = torch.nonzero(batch.history_length > 30).view(-1)[:5]
-    assert len(long_rows) > 0
-    for row in long_rows.tolist():
-        u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
-        for position, should_change in ((s - 31, False), (s - 1, True)):   # just outside / inside the window
-            saved = tiny_dataset.behaviours[tiny_dataset.offsets[u] + position].clone()
-            tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = 1 if saved != 1 else 2
-            try:
-                changed = predict(model, loader.make_batch(rows))[row]
-            finally:
-                tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = saved
-            assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change
+    model = build_model(name, feature_map, model_kwargs)
+    assert_window_respected(model, tiny_dataset)
 
 
 def test_lain_all_off_is_din(feature_map, model_kwargs, tiny_batch):
-    backbone = build("DIN", feature_map, model_kwargs)
-    variant = build("DIN_LAIN", feature_map, model_kwargs, **LAIN_OFF)
+    backbone = build_model("DIN", feature_map, model_kwargs)
+    variant = build_model("DIN_LAIN", feature_map, model_kwargs, **LAIN_OFF)
     assert variant.length_conditioner is None
     assert_lain_off_is_backbone(backbone, variant, tiny_batch)
 
 
 def test_fresh_lain_without_prompts_and_temperature_starts_as_din(feature_map, model_kwargs, tiny_batch):
     """QK conditioning is zero/identity-initialised: only prompts and temperature change a fresh model."""
-    backbone = build("DIN", feature_map, model_kwargs)
-    variant = build("DIN_LAIN", feature_map, model_kwargs, use_prompts=False, use_temperature=False)
+    backbone = build_model("DIN", feature_map, model_kwargs)
+    variant = build_model("DIN_LAIN", feature_map, model_kwargs, use_prompts=False, use_temperature=False)
     variant.load_state_dict(backbone.state_dict(), strict=False)
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch))
 
 
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
-    model = build("DIN_LAIN", feature_map, model_kwargs)
+    model = build_model("DIN_LAIN", feature_map, model_kwargs)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
     model.capture_attention = True
     predict(model, tiny_batch)
@@ -79,7 +54,7 @@ def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny
 
 def test_unknown_lain_switch_is_rejected(feature_map, model_kwargs):
     with pytest.raises(TypeError):
-        build("DIN_LAIN", feature_map, model_kwargs, use_promtps=False)
+        build_model("DIN_LAIN", feature_map, model_kwargs, use_promtps=False)
 
 
 @pytest.mark.parametrize("expid", ["DIN_synthetic_tiny", "DIN_LAIN_synthetic_tiny"])
@@ -91,7 +66,7 @@ def test_learns_on_tiny(expid, data_root, tmp_path):
 
 
 def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, model_kwargs):
-    backbone = build("DIN", feature_map, model_kwargs)
-    variant = build("DIN_LAIN", feature_map, model_kwargs)
+    backbone = build_model("DIN", feature_map, model_kwargs)
+    variant = build_model("DIN_LAIN", feature_map, model_kwargs)
     assert backbone.lain_parameter_count() == 0
     assert variant.lain_parameter_count() == variant.count_parameters() - backbone.count_parameters() > 0

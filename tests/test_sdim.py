@@ -6,21 +6,13 @@ from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.experiment import run_experiment
 from lainctr.layers.hashing import SimHash, SimHashPooling
 from lainctr.registry import get_model
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, predict,
-                          randomize_embeddings)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
             {"use_temperature": False}, {"lain_on_short_branch": False}, {"num_prompts": 2, "fourier_dim": 4},
             {"length_input": "log1p"}, {"length_source": "raw"}, {"length_embedding_dim": 0},
             {"shared_prompts": False}, {"learn_pivot": True}, {"l2_norm": False}, {"use_short_branch": False}]
-
-
-def build(name, feature_map, model_kwargs, **extra):
-    torch.manual_seed(0)
-    model = get_model(name)(feature_map, **{**model_kwargs, **extra})
-    randomize_embeddings(model)
-    return model
 
 
 def truncate(batch: SequenceBatch, rows, keep: int = 0) -> SequenceBatch:
@@ -96,36 +88,21 @@ def test_hash_pooling_matches_plain_loops(l2_norm, with_prompts):
                                         ("SDIM", {"num_heads": 2})]
                          + [("SDIM_LAIN", s) for s in SWITCHES])
 def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs, **extra)
+    model = build_model(name, feature_map, model_kwargs, **extra)
     assert_output_shape(model, tiny_batch)
     assert_padding_invariant(model, tiny_batch)
 
 
 @pytest.mark.parametrize("name", ["SDIM", "SDIM_LAIN"])
 def test_behaviour_beyond_max_len_has_no_effect(name, feature_map, model_kwargs, tiny_dataset):
-    model = build(name, feature_map, model_kwargs)
-    loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=30)
-    rows = torch.arange(64).numpy()
-    batch = loader.make_batch(rows)
-    baseline = predict(model, batch)
-    long_rows = torch.nonzero(batch.history_length > 30).view(-1)[:4]
-    assert len(long_rows) > 0
-    for row in long_rows.tolist():
-        u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
-        for position, should_change in ((s - 31, False), (s - 1, True)):   # just outside / inside the window
-            saved = tiny_dataset.behaviours[tiny_dataset.offsets[u] + position].clone()
-            tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = 1 if saved != 1 else 2
-            try:
-                changed = predict(model, loader.make_batch(rows))[row]
-            finally:
-                tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = saved
-            assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change
+    model = build_model(name, feature_map, model_kwargs)
+    assert_window_respected(model, tiny_dataset)
 
 
 def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
     batch = truncate(tiny_batch, [0, 1, 2])
     for name, extra in (("SDIM", {}), ("SDIM", {"l2_norm": False}), ("SDIM_LAIN", {})):
-        model = build(name, feature_map, model_kwargs, **extra)
+        model = build_model(name, feature_map, model_kwargs, **extra)
         model.train()
         out = model(batch)
         loss = model.compute_loss(out, model.get_labels(batch))
@@ -135,14 +112,14 @@ def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
 
 
 def test_fixed_hyperplanes_deterministic_eval_and_checkpoint(feature_map, model_kwargs, tiny_batch):
-    model = build("SDIM", feature_map, model_kwargs)
+    model = build_model("SDIM", feature_map, model_kwargs)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
     assert "hash_pooling.hash.planes" in model.state_dict()
     assert all(p is not model.hash_pooling.hash.planes for p in model.parameters())
     torch.manual_seed(123)   # the planes come from hash_seed, not from the global generator
     same_seed = get_model("SDIM")(feature_map, **model_kwargs)
     assert torch.equal(same_seed.hash_pooling.hash.planes, model.hash_pooling.hash.planes)
-    other = build("SDIM", feature_map, model_kwargs, hash_seed=1)
+    other = build_model("SDIM", feature_map, model_kwargs, hash_seed=1)
     assert not torch.equal(other.hash_pooling.hash.planes, model.hash_pooling.hash.planes)
     other.load_state_dict(model.state_dict(), strict=True)   # the checkpoint carries the hash functions
     assert torch.equal(predict(other, tiny_batch), predict(model, tiny_batch))
@@ -154,23 +131,23 @@ def test_fixed_hyperplanes_deterministic_eval_and_checkpoint(feature_map, model_
 
 # ----------------------------------------------------------------------------- LAIN
 def test_lain_all_off_is_sdim(feature_map, model_kwargs, tiny_batch):
-    backbone = build("SDIM", feature_map, model_kwargs)
-    variant = build("SDIM_LAIN", feature_map, model_kwargs, **LAIN_OFF)
+    backbone = build_model("SDIM", feature_map, model_kwargs)
+    variant = build_model("SDIM_LAIN", feature_map, model_kwargs, **LAIN_OFF)
     assert variant.length_conditioner is None
     assert_lain_off_is_backbone(backbone, variant, tiny_batch)
 
 
 def test_hash_branch_has_no_lma(feature_map, model_kwargs, tiny_batch):
     """Without prompts and with LAIN off the short branch, SDIM_LAIN is SDIM: the hash branch has no softmax."""
-    backbone = build("SDIM", feature_map, model_kwargs)
-    variant = build("SDIM_LAIN", feature_map, model_kwargs, use_prompts=False, lain_on_short_branch=False)
+    backbone = build_model("SDIM", feature_map, model_kwargs)
+    variant = build_model("SDIM_LAIN", feature_map, model_kwargs, use_prompts=False, lain_on_short_branch=False)
     variant.load_state_dict(backbone.state_dict(), strict=False)
     assert variant.short_attention.temperature is None
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch), atol=0, rtol=0)
 
 
 def test_prompts_always_collide_in_the_hash_branch(feature_map, model_kwargs, tiny_batch):
-    model = build("SDIM_LAIN", feature_map, model_kwargs, num_hashes=3, hash_bits=3)
+    model = build_model("SDIM_LAIN", feature_map, model_kwargs, num_hashes=3, hash_bits=3)
     batch = truncate(tiny_batch, [0], 0)
     with torch.no_grad():
         target, history, mask = model_inputs(model, batch)
@@ -182,8 +159,8 @@ def test_prompts_always_collide_in_the_hash_branch(feature_map, model_kwargs, ti
 
 
 def test_fresh_lain_without_prompts_and_temperature_starts_as_sdim(feature_map, model_kwargs, tiny_batch):
-    backbone = build("SDIM", feature_map, model_kwargs)
-    variant = build("SDIM_LAIN", feature_map, model_kwargs, use_prompts=False, use_temperature=False)
+    backbone = build_model("SDIM", feature_map, model_kwargs)
+    variant = build_model("SDIM_LAIN", feature_map, model_kwargs, use_prompts=False, use_temperature=False)
     variant.load_state_dict(backbone.state_dict(), strict=False)
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch))
 
@@ -191,9 +168,9 @@ def test_fresh_lain_without_prompts_and_temperature_starts_as_sdim(feature_map, 
 def test_invalid_configurations_are_rejected(feature_map, model_kwargs):
     for extra in ({"num_hashes": 0}, {"hash_bits": 0}):
         with pytest.raises(ValueError):
-            build("SDIM", feature_map, model_kwargs, **extra)
+            build_model("SDIM", feature_map, model_kwargs, **extra)
     with pytest.raises(TypeError):
-        build("SDIM", feature_map, model_kwargs, reuse_hash=True)   # not a key: the planes are always fixed
+        build_model("SDIM", feature_map, model_kwargs, reuse_hash=True)   # not a key: the planes are always fixed
 
 
 # ----------------------------------------------------------------------------- upstream LongCTR parity
@@ -221,7 +198,7 @@ def upstream_predict(upstream, batch: SequenceBatch) -> torch.Tensor:
 @pytest.mark.parametrize("l2_norm", [True, False])
 def test_parity_with_longctr(l2_norm, feature_map, model_kwargs, tiny_dataset, tiny_batch, tmp_path):
     """Same planes and reuse_hash: True: the whole model agrees on an unpadded batch, the hash branch on any."""
-    ours = build("SDIM", feature_map, model_kwargs, l2_norm=l2_norm)
+    ours = build_model("SDIM", feature_map, model_kwargs, l2_norm=l2_norm)
     upstream = upstream_sdim(feature_map, ours, tmp_path, reuse_hash=True)
     batch = next(iter(SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=12)))
     assert bool(batch.mask.all())
@@ -236,7 +213,7 @@ def test_parity_with_longctr(l2_norm, feature_map, model_kwargs, tiny_dataset, t
 
 def test_difference_redrawn_hashes(feature_map, model_kwargs, tiny_batch, tmp_path):
     """LongCTR's reuse_hash: False draws new planes on every forward: evaluation is random; ours is not."""
-    ours = build("SDIM", feature_map, model_kwargs)
+    ours = build_model("SDIM", feature_map, model_kwargs)
     upstream = upstream_sdim(feature_map, ours, tmp_path, reuse_hash=False)
     first, second = upstream_predict(upstream, tiny_batch), upstream_predict(upstream, tiny_batch)
     assert not torch.allclose(first, second, atol=1e-4)
@@ -245,7 +222,7 @@ def test_difference_redrawn_hashes(feature_map, model_kwargs, tiny_batch, tmp_pa
 
 def test_difference_short_mask_shift(feature_map, model_kwargs, tiny_batch, tmp_path):
     """LongCTR masks the short window with mask[:, -S:-1] (its neighbour's mask); the hash branch agrees."""
-    ours = build("SDIM", feature_map, model_kwargs)
+    ours = build_model("SDIM", feature_map, model_kwargs)
     upstream = upstream_sdim(feature_map, ours, tmp_path, reuse_hash=True)
     batch = truncate(truncate(truncate(tiny_batch, [0], 1), [1], 5), [2], 9)
     target, history, mask = model_inputs(ours, batch)

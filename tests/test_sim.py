@@ -4,9 +4,7 @@ import torch
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.experiment import run_experiment
-from lainctr.registry import get_model
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, predict,
-                          randomize_embeddings)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -15,13 +13,6 @@ SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditionin
             {"shared_prompts": False}, {"learn_pivot": True}, {"lain_gsu_query": True},
             {"gsu_mode": "hard", "gsu_loss": False}, {"use_short_branch": False, "topk": 5}]
 HARD = {"gsu_mode": "hard", "gsu_loss": False}
-
-
-def build(name, feature_map, model_kwargs, **extra):
-    torch.manual_seed(0)
-    model = get_model(name)(feature_map, **{**model_kwargs, **extra})
-    randomize_embeddings(model)
-    return model
 
 
 def truncate(batch: SequenceBatch, rows, keep: int = 0) -> SequenceBatch:
@@ -48,35 +39,20 @@ def model_inputs(model, batch):
                                         ("SIM", {"num_heads": 2})]
                          + [("SIM_LAIN", s) for s in SWITCHES])
 def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs, **extra)
+    model = build_model(name, feature_map, model_kwargs, **extra)
     assert_output_shape(model, tiny_batch)
     assert_padding_invariant(model, tiny_batch)
 
 
 @pytest.mark.parametrize("name,extra", [("SIM", {}), ("SIM", HARD), ("SIM_LAIN", {})])
 def test_behaviour_beyond_max_len_has_no_effect(name, extra, feature_map, model_kwargs, tiny_dataset):
-    model = build(name, feature_map, model_kwargs, **extra)
-    loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=30)
-    rows = torch.arange(64).numpy()
-    batch = loader.make_batch(rows)
-    baseline = predict(model, batch)
-    long_rows = torch.nonzero(batch.history_length > 30).view(-1)[:4]
-    assert len(long_rows) > 0
-    for row in long_rows.tolist():
-        u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
-        for position, should_change in ((s - 31, False), (s - 1, True)):   # just outside / inside the window
-            saved = tiny_dataset.behaviours[tiny_dataset.offsets[u] + position].clone()
-            tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = 1 if saved != 1 else 2
-            try:
-                changed = predict(model, loader.make_batch(rows))[row]
-            finally:
-                tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = saved
-            assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change
+    model = build_model(name, feature_map, model_kwargs, **extra)
+    assert_window_respected(model, tiny_dataset)
 
 
 @pytest.mark.parametrize("extra", [{"topk": 8}, dict(HARD, topk=8)])
 def test_topk_never_returns_padding_while_real_behaviours_remain(extra, feature_map, model_kwargs, tiny_batch):
-    model = build("SIM", feature_map, model_kwargs, **extra)
+    model = build_model("SIM", feature_map, model_kwargs, **extra)
     target, history, mask = model_inputs(model, tiny_batch)
     scores = model.gsu_scores(target, history, tiny_batch)
     for sign in (1.0, -1.0):   # all-negative real scores: LongCTR's zero-scored padding would win
@@ -97,7 +73,7 @@ def test_topk_never_returns_padding_while_real_behaviours_remain(extra, feature_
 def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
     batch = truncate(tiny_batch, [0, 1, 2])
     for name, extra in (("SIM", {}), ("SIM", HARD), ("SIM_LAIN", {}), ("SIM_LAIN", HARD)):
-        model = build(name, feature_map, model_kwargs, **extra)
+        model = build_model(name, feature_map, model_kwargs, **extra)
         model.train()
         out = model(batch)
         loss = model.compute_loss(out, model.get_labels(batch))
@@ -107,7 +83,7 @@ def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
 
 
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
-    model = build("SIM_LAIN", feature_map, model_kwargs, topk=8)
+    model = build_model("SIM_LAIN", feature_map, model_kwargs, topk=8)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
     model.capture_attention = True
     predict(model, tiny_batch)
@@ -119,7 +95,7 @@ def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny
 
 # ----------------------------------------------------------------------------- auxiliary (GSU) loss
 def test_auxiliary_loss_trains_soft_search(feature_map, model_kwargs, tiny_batch):
-    model = build("SIM", feature_map, model_kwargs, gsu_loss_weight=0.5)
+    model = build_model("SIM", feature_map, model_kwargs, gsu_loss_weight=0.5)
     model.train()
     out = model(tiny_batch)
     assert "auxiliary_loss" in out and model.auxiliary_outputs == {}
@@ -131,7 +107,7 @@ def test_auxiliary_loss_trains_soft_search(feature_map, model_kwargs, tiny_batch
     model.eval()
     assert "auxiliary_loss" not in model(tiny_batch)    # training only
 
-    no_aux = build("SIM", feature_map, model_kwargs, gsu_loss=False)   # the top-k is not differentiable:
+    no_aux = build_model("SIM", feature_map, model_kwargs, gsu_loss=False)   # the top-k is not differentiable:
     no_aux.train()                                                     # without the loss soft search is frozen
     out = no_aux(tiny_batch)
     no_aux.add_loss(out, no_aux.get_labels(tiny_batch)).backward()
@@ -139,7 +115,7 @@ def test_auxiliary_loss_trains_soft_search(feature_map, model_kwargs, tiny_batch
 
 
 def test_gsu_pool_mean_is_length_normalised(feature_map, model_kwargs, tiny_batch):
-    model = build("SIM", feature_map, model_kwargs)
+    model = build_model("SIM", feature_map, model_kwargs)
     target, history, mask = model_inputs(model, tiny_batch)
     scores = model.gsu_scores(target, history, tiny_batch)
     mean = model.gsu_pooled(scores, history, mask)
@@ -152,18 +128,18 @@ def test_invalid_configurations_are_rejected(feature_map, model_kwargs):
     for extra in ({"gsu_mode": "hard"}, {"gsu_mode": "fuzzy"}, {"gsu_pool": "max"}, {"topk": 0},
                   {"gsu_mode": "hard", "gsu_loss": False, "hard_search_feature": "hour"}, {"lain_gsu_query": True}):
         with pytest.raises(ValueError):
-            build("SIM", feature_map, model_kwargs, **extra)
+            build_model("SIM", feature_map, model_kwargs, **extra)
     with pytest.raises(ValueError):
-        build("SIM_LAIN", feature_map, model_kwargs, lain_gsu_query=True, use_qk_conditioning=False)
+        build_model("SIM_LAIN", feature_map, model_kwargs, lain_gsu_query=True, use_qk_conditioning=False)
     with pytest.raises(TypeError):
-        build("SIM_LAIN", feature_map, model_kwargs, use_promtps=False)
+        build_model("SIM_LAIN", feature_map, model_kwargs, use_promtps=False)
 
 
 # ----------------------------------------------------------------------------- LAIN
 @pytest.mark.parametrize("extra", [{}, HARD])
 def test_lain_all_off_is_sim(extra, feature_map, model_kwargs, tiny_batch):
-    backbone = build("SIM", feature_map, model_kwargs, topk=8, **extra)
-    variant = build("SIM_LAIN", feature_map, model_kwargs, topk=8, **extra, **LAIN_OFF)
+    backbone = build_model("SIM", feature_map, model_kwargs, topk=8, **extra)
+    variant = build_model("SIM_LAIN", feature_map, model_kwargs, topk=8, **extra, **LAIN_OFF)
     assert variant.length_conditioner is None
     assert_lain_off_is_backbone(backbone, variant, tiny_batch)
 
@@ -171,9 +147,9 @@ def test_lain_all_off_is_sim(extra, feature_map, model_kwargs, tiny_batch):
 def test_lain_retrieval_sees_real_behaviours_only(feature_map, model_kwargs, tiny_batch):
     """Prompts join after the top-k: SIM_LAIN retrieves what SIM retrieves (same weights); with
     lain_gsu_query the query shift starts at zero and, once trained, changes the ranking."""
-    backbone = build("SIM", feature_map, model_kwargs, topk=8)
+    backbone = build_model("SIM", feature_map, model_kwargs, topk=8)
     for extra in ({}, {"lain_gsu_query": True}):
-        variant = build("SIM_LAIN", feature_map, model_kwargs, topk=8, **extra)
+        variant = build_model("SIM_LAIN", feature_map, model_kwargs, topk=8, **extra)
         variant.load_state_dict(backbone.state_dict(), strict=False)
         target, history, mask = model_inputs(backbone, tiny_batch)
         conditions = variant.length_conditions(mask, tiny_batch.history_length)
@@ -187,8 +163,8 @@ def test_lain_retrieval_sees_real_behaviours_only(feature_map, model_kwargs, tin
 
 
 def test_fresh_lain_without_prompts_and_temperature_starts_as_sim(feature_map, model_kwargs, tiny_batch):
-    backbone = build("SIM", feature_map, model_kwargs)
-    variant = build("SIM_LAIN", feature_map, model_kwargs, use_prompts=False, use_temperature=False,
+    backbone = build_model("SIM", feature_map, model_kwargs)
+    variant = build_model("SIM_LAIN", feature_map, model_kwargs, use_prompts=False, use_temperature=False,
                     lain_gsu_query=True)
     variant.load_state_dict(backbone.state_dict(), strict=False)
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch))
@@ -219,7 +195,7 @@ def test_parity_with_longctr_on_unpadded_batch(topk, feature_map, model_kwargs, 
     """No padding: short masks agree and top-k cannot pick padding, so LongCTR and we compute the same."""
     batch = next(iter(SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=12)))
     assert bool(batch.mask.all())
-    ours = build("SIM", feature_map, model_kwargs, topk=topk)
+    ours = build_model("SIM", feature_map, model_kwargs, topk=topk)
     upstream = upstream_sim(feature_map, ours, tmp_path, topk=topk)
     torch.testing.assert_close(upstream_predict(upstream, batch), predict(ours, batch), atol=1e-5, rtol=1e-5)
     # the GSU pool: LongCTR's unnormalised sum equals ours with gsu_pool: sum
@@ -233,7 +209,7 @@ def test_parity_with_longctr_on_unpadded_batch(topk, feature_map, model_kwargs, 
 def test_difference_short_mask_shift(feature_map, model_kwargs, tiny_batch, tmp_path):
     """LongCTR masks the short window with mask[:, -S:-1] (its neighbour's mask): on padded rows the short
     interest differs; given the window's own mask, LongCTR's attention computes ours."""
-    ours = build("SIM", feature_map, model_kwargs)
+    ours = build_model("SIM", feature_map, model_kwargs)
     upstream = upstream_sim(feature_map, ours, tmp_path)
     batch = truncate(truncate(truncate(tiny_batch, [0], 1), [1], 5), [2], 9)
     target, history, mask = model_inputs(ours, batch)
@@ -253,7 +229,7 @@ def test_difference_short_mask_shift(feature_map, model_kwargs, tiny_batch, tmp_
 
 def test_difference_topk_over_padding(feature_map, model_kwargs, tiny_batch, tmp_path):
     """LongCTR's top-k over scores * mask: when real behaviours score negative, zero-scored padding wins."""
-    ours = build("SIM", feature_map, model_kwargs, topk=8)
+    ours = build_model("SIM", feature_map, model_kwargs, topk=8)
     upstream = upstream_sim(feature_map, ours, tmp_path, topk=8)
     with torch.no_grad():
         ours.W_b.weight.copy_(-ours.W_a.linear.weight)

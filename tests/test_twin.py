@@ -4,13 +4,11 @@ import copy
 import pytest
 import torch
 
-from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
+from lainctr.data.loader import SequenceBatch
 from lainctr.experiment import run_experiment
 from lainctr.layers.lain import BranchCondition
 from lainctr.layers.twin_attention import ConsistentTopKAttention, CrossFeatureBias
-from lainctr.registry import get_model
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, left_pad,
-                          predict, randomize_embeddings)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -20,11 +18,8 @@ SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditionin
 TOPK = dict(topk=8)   # tests run at max_len 60: a top-k well below most history lengths
 
 
-def build(name, feature_map, model_kwargs, **extra):
-    torch.manual_seed(0)
-    model = get_model(name)(feature_map, **{**model_kwargs, **TOPK, **extra})
-    randomize_embeddings(model)
-    return model
+def build_twin(name, feature_map, model_kwargs, **extra):
+    return build_model(name, feature_map, model_kwargs, **{**TOPK, **extra})
 
 
 def perturb_lain(model):
@@ -59,7 +54,7 @@ def empty_rows(batch: SequenceBatch, rows) -> SequenceBatch:
                                                   "use_short_branch": False})]
                          + [("TWIN_LAIN", s) for s in SWITCHES])
 def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs, **extra)
+    model = build_twin(name, feature_map, model_kwargs, **extra)
     perturb_lain(model)
     assert_output_shape(model, tiny_batch)
     assert_padding_invariant(model, tiny_batch)
@@ -67,35 +62,20 @@ def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, ti
 
 @pytest.mark.parametrize("name", ["TWIN", "TWIN_LAIN"])
 def test_behaviour_beyond_max_len_has_no_effect(name, feature_map, model_kwargs, tiny_dataset):
-    model = build(name, feature_map, model_kwargs, use_cross_bias=True, topk=50)
-    loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=30)
-    rows = torch.arange(64).numpy()
-    baseline = predict(model, loader.make_batch(rows))
-    batch = loader.make_batch(rows)
-    long_rows = torch.nonzero(batch.history_length > 30).view(-1)[:5]
-    assert len(long_rows) > 0
-    for row in long_rows.tolist():
-        u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
-        for position, should_change in ((s - 31, False), (s - 1, True)):   # just outside / inside the window
-            saved = tiny_dataset.behaviours[tiny_dataset.offsets[u] + position].clone()
-            tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = 1 if saved != 1 else 2
-            try:
-                changed = predict(model, loader.make_batch(rows))[row]
-            finally:
-                tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = saved
-            assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change
+    model = build_twin(name, feature_map, model_kwargs, use_cross_bias=True, topk=50)
+    assert_window_respected(model, tiny_dataset)
 
 
 @pytest.mark.parametrize("extra", [{}, {"use_cross_bias": True, "num_heads": 2}])
 def test_lain_all_off_is_twin(extra, feature_map, model_kwargs, tiny_batch):
-    backbone = build("TWIN", feature_map, model_kwargs, **extra)
-    variant = build("TWIN_LAIN", feature_map, model_kwargs, **LAIN_OFF, **extra)
+    backbone = build_twin("TWIN", feature_map, model_kwargs, **extra)
+    variant = build_twin("TWIN_LAIN", feature_map, model_kwargs, **LAIN_OFF, **extra)
     assert variant.length_conditioner is None
     assert_lain_off_is_backbone(backbone, variant, tiny_batch)
 
 
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
-    model = build("TWIN_LAIN", feature_map, model_kwargs, num_heads=2)
+    model = build_twin("TWIN_LAIN", feature_map, model_kwargs, num_heads=2)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
     model.capture_attention = True
     predict(model, tiny_batch)
@@ -107,7 +87,7 @@ def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny
 
 @pytest.mark.parametrize("name", ["TWIN", "TWIN_LAIN"])
 def test_empty_history_rows_are_finite(name, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs, use_cross_bias=True, num_heads=2)
+    model = build_twin(name, feature_map, model_kwargs, use_cross_bias=True, num_heads=2)
     perturb_lain(model)
     batch = empty_rows(tiny_batch, [0, 5, 9])
     model.train()
@@ -119,11 +99,11 @@ def test_empty_history_rows_are_finite(name, feature_map, model_kwargs, tiny_bat
 
 def test_unknown_key_and_bad_category_feature(feature_map, model_kwargs):
     with pytest.raises(TypeError):
-        build("TWIN_LAIN", feature_map, model_kwargs, top_k=5)
+        build_twin("TWIN_LAIN", feature_map, model_kwargs, top_k=5)
     with pytest.raises(ValueError, match="same_category"):
-        build("TWIN", feature_map, model_kwargs, use_cross_bias=True, category_feature="genre")
+        build_twin("TWIN", feature_map, model_kwargs, use_cross_bias=True, category_feature="genre")
     with pytest.raises(ValueError, match="divisible"):
-        build("TWIN", feature_map, model_kwargs, attention_dim=10, num_heads=3)
+        build_twin("TWIN", feature_map, model_kwargs, attention_dim=10, num_heads=3)
 
 
 # ----- retrieval -----------------------------------------------------------------------------------
@@ -238,7 +218,7 @@ def test_cross_features_and_bias_vary_per_behaviour():
 def test_cross_bias_drives_retrieval(feature_map, model_kwargs, tiny_batch):
     """A strong same-category bias makes the GSU pick same-category behaviours first (identical items at
     different recency also get different scores: the bias is per behaviour, not per row)."""
-    model = build("TWIN", feature_map, model_kwargs, use_cross_bias=True, cross_features=["same_category"])
+    model = build_twin("TWIN", feature_map, model_kwargs, use_cross_bias=True, cross_features=["same_category"])
     with torch.no_grad():
         model.cross_bias.embeddings["same_category"].weight.copy_(torch.tensor([[0.0] * 4, [1.0] * 4]))
         model.cross_bias.compression.fill_(1.0)
@@ -261,7 +241,7 @@ def test_cross_bias_drives_retrieval(feature_map, model_kwargs, tiny_batch):
                                         ("TWIN_LAIN", {"num_heads": 2}), ("TWIN_LAIN", {"use_short_branch": False})])
 def test_cached_and_uncached_predictions_are_identical(name, extra, feature_map, model_kwargs, tiny_dataset,
                                                        tiny_batch):
-    model = build(name, feature_map, model_kwargs, **extra)
+    model = build_twin(name, feature_map, model_kwargs, **extra)
     perturb_lain(model)
     uncached = predict(model, tiny_batch)
     padded = predict(model, left_pad(tiny_batch, 5))
@@ -278,7 +258,7 @@ def test_cached_and_uncached_predictions_are_identical(name, extra, feature_map,
 
 
 def test_cache_is_dropped_in_train_mode_and_stale_after_a_step(feature_map, model_kwargs, tiny_dataset, tiny_batch):
-    model = build("TWIN", feature_map, model_kwargs)
+    model = build_twin("TWIN", feature_map, model_kwargs)
     model.precompute_item_projections(tiny_dataset.item_table)
     model.eval()
     with torch.no_grad():
@@ -358,7 +338,7 @@ def test_upstream_short_mask_is_shifted_by_one(feature_map, model_kwargs, tiny_b
     with torch.no_grad():
         upstream(upstream_batch(one_item))
     assert seen["mask"].sum() == 0                                            # upstream: the item is masked
-    ours = build("TWIN", feature_map, model_kwargs)
+    ours = build_twin("TWIN", feature_map, model_kwargs)
     _, short_mask = ours.short_window(torch.zeros(batch_size, width, 8), one_item.mask > 0)
     assert torch.all(short_mask.sum(-1) == 1) and torch.all(short_mask[:, -1])
 
