@@ -84,3 +84,21 @@ def assert_window_respected(model, dataset, max_len: int = 30, checked_rows: int
             finally:
                 dataset.behaviours[flat] = saved
             assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change
+
+
+def truncate(batch: SequenceBatch, rows, keep: int = 0) -> SequenceBatch:
+    """The batch with only the ``keep`` most recent behaviours of ``rows`` left (keep = 0: L = 0)."""
+    batch_size, width = batch.mask.shape
+    drop = torch.zeros(batch_size, width + 1, dtype=torch.bool)
+    drop[rows, :width - keep] = True
+    item_dict = {k: v.view(batch_size, width + 1).masked_fill(drop, 0).view(-1) for k, v in batch.item_dict.items()}
+    history_length = batch.history_length.clone()
+    history_length[rows] = keep
+    return SequenceBatch(batch.batch_dict, item_dict, batch.mask.masked_fill(drop[:, :-1], 0), history_length,
+                         batch.item_index.masked_fill(drop, 0))
+
+
+def model_inputs(model, batch: SequenceBatch):
+    """target (B, d), history (B, T, d), mask (B, T) bool as the model sees them."""
+    _, tokens, mask, _ = model.embed(batch)
+    return tokens[:, -1], tokens[:, :-1], mask

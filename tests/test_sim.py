@@ -4,7 +4,7 @@ import torch
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.experiment import run_experiment
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, predict)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, model_inputs, predict, truncate)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -15,22 +15,7 @@ SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditionin
 HARD = {"gsu_mode": "hard", "gsu_loss": False}
 
 
-def truncate(batch: SequenceBatch, rows, keep: int = 0) -> SequenceBatch:
-    """The batch with only the ``keep`` most recent behaviours of ``rows`` left (keep = 0: L = 0)."""
-    batch_size, width = batch.mask.shape
-    drop = torch.zeros(batch_size, width + 1, dtype=torch.bool)
-    drop[rows, :width - keep] = True
-    item_dict = {k: v.view(batch_size, width + 1).masked_fill(drop, 0).view(-1) for k, v in batch.item_dict.items()}
-    history_length = batch.history_length.clone()
-    history_length[rows] = keep
-    return SequenceBatch(batch.batch_dict, item_dict, batch.mask.masked_fill(drop[:, :-1], 0), history_length,
-                         batch.item_index.masked_fill(drop, 0))
 
-
-def model_inputs(model, batch):
-    """target (B, d), history (B, T, d), mask (B, T) bool as the model sees them."""
-    _, tokens, mask, _ = model.embed(batch)
-    return tokens[:, -1], tokens[:, :-1], mask
 
 
 # ----------------------------------------------------------------------------- shapes and masking

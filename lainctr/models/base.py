@@ -22,8 +22,8 @@ from tqdm import tqdm
 from .. import metrics as metric_lib
 from ..analysis.gini import gini
 from ..data.loader import SequenceBatch
-from ..layers.attention import LengthTemperature
-from ..layers.lain import BranchCondition, LAINConfig, LengthConditioner
+from ..layers.attention import LengthTemperature, MultiHeadTargetAttention
+from ..layers.lain import BranchCondition, LAINConfig, LengthConditioner, prepend_prompts
 
 
 # FuxiCTR BaseModel options a model accepts besides its own keys (anything else is a typo).
@@ -91,6 +91,13 @@ class SequenceCTRModel(BaseModel):
         """Extra constructor kwargs that make an attention of ``branch`` length-modulated (or {})."""
         return self.lain_config.attention_kwargs(branch, self.token_dim) if self.lain_config else {}
 
+    def build_short_attention(self, use_short_branch: bool, attention_dim: int, num_heads: int,
+                              dropout: float) -> None:
+        """The short-term branch: MHTA over the last S - 1 behaviours (length-modulated in a LAIN model)."""
+        self.short_attention = (MultiHeadTargetAttention(self.token_dim, attention_dim, num_heads, dropout,
+                                                         **self.lain_attention_kwargs("short"))
+                                if use_short_branch else None)
+
     def build_head(self, interest_dim: int) -> None:
         """The final MLP over [context, target, interests]; call once all layers exist, it also compiles."""
         self.dnn = MLP_Block(input_dim=self.context_dim + self.token_dim + interest_dim, output_dim=1,
@@ -136,6 +143,14 @@ class SequenceCTRModel(BaseModel):
         """
         width = min(self.short_seq_len - 1, history.shape[1])
         return history[:, -width:], mask[:, -width:]
+
+    def short_interest(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                       condition: Optional[BranchCondition]) -> List[torch.Tensor]:
+        """[] without a short branch, else [the short-term interest (B, d)] (prompts prepended with LAIN)."""
+        if self.short_attention is None:
+            return []
+        short, short_mask = prepend_prompts(*self.short_window(history, mask), condition)
+        return [self.short_attention(target, short, short_mask, condition)[0]]
 
     def interests(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                   history_length: torch.Tensor, batch: SequenceBatch) -> List[torch.Tensor]:

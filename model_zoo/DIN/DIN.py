@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from lainctr.layers import DINAttention, LAINConfig, MultiHeadTargetAttention, prepend_prompts
+from lainctr.layers import DINAttention, LAINConfig, prepend_prompts
 from lainctr.models import SequenceCTRModel
 
 
@@ -30,9 +30,7 @@ class DIN(SequenceCTRModel):
         super().__init__(feature_map, model_id=model_id, lain=lain, **kwargs)
         self.long_attention = DINAttention(self.token_dim, attention_hidden_units, attention_hidden_activations,
                                            attention_dropout, din_use_softmax, **self.lain_attention_kwargs("long"))
-        self.short_attention = (MultiHeadTargetAttention(self.token_dim, attention_dim, num_heads, attention_dropout,
-                                                         **self.lain_attention_kwargs("short"))
-                                if use_short_branch else None)
+        self.build_short_attention(use_short_branch, attention_dim, num_heads, attention_dropout)
         self.build_head(self.token_dim * (2 if use_short_branch else 1))
 
     def interests(self, target, history, mask, history_length, batch) -> List[torch.Tensor]:
@@ -40,9 +38,4 @@ class DIN(SequenceCTRModel):
         sequence, sequence_mask = prepend_prompts(history, mask, conditions["long"])
         long_interest, weights = self.long_attention(target, sequence, sequence_mask, conditions["long"])
         self.record_attention("long", weights[:, 0, -history.shape[1]:], mask)
-        if self.short_attention is None:
-            return [long_interest]
-        short, short_mask = self.short_window(history, mask)
-        short, short_mask = prepend_prompts(short, short_mask, conditions["short"])
-        short_interest, _ = self.short_attention(target, short, short_mask, conditions["short"])
-        return [long_interest, short_interest]
+        return [long_interest] + self.short_interest(target, history, mask, conditions["short"])

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import torch
 
-from lainctr.layers import LAINConfig, MultiHeadTargetAttention, prepend_prompts
+from lainctr.layers import LAINConfig
 from lainctr.layers.hashing import SimHashPooling
 from lainctr.models import SequenceCTRModel
 
@@ -34,9 +34,7 @@ class SDIM(SequenceCTRModel):
                  lain: Optional[LAINConfig] = None, **kwargs):
         super().__init__(feature_map, model_id=model_id, lain=lain, **kwargs)
         self.hash_pooling = SimHashPooling(self.token_dim, num_hashes, hash_bits, hash_seed, l2_norm)
-        self.short_attention = (MultiHeadTargetAttention(self.token_dim, attention_dim, num_heads, attention_dropout,
-                                                         **self.lain_attention_kwargs("short"))
-                                if use_short_branch else None)
+        self.build_short_attention(use_short_branch, attention_dim, num_heads, attention_dropout)
         self.build_head(self.token_dim * (2 if use_short_branch else 1))
 
     def interests(self, target, history, mask, history_length, batch) -> List[torch.Tensor]:
@@ -47,9 +45,5 @@ class SDIM(SequenceCTRModel):
         prompts = long_condition.prompts if long_condition is not None else None
         long_interest, weights = self.hash_pooling(target, history, mask, always_match=prompts)
         self.record_attention("long", weights, mask)
-        if self.short_attention is None:
-            return [long_interest]
-        short, short_mask = self.short_window(history, mask)
-        short, short_mask = prepend_prompts(short, short_mask, conditions["short"])
-        short_interest, _ = self.short_attention(target, short, short_mask, conditions["short"])
-        return [long_interest, short_interest]   # LongCTR's order: [..., target, long, short]
+        # LongCTR's order of the MLP input: [..., target, long, short]
+        return [long_interest] + self.short_interest(target, history, mask, conditions["short"])

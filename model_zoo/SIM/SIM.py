@@ -85,9 +85,7 @@ class SIM(SequenceCTRModel):
                          if gsu_loss else None)
         self.long_attention = MultiHeadTargetAttention(self.token_dim, attention_dim, num_heads, attention_dropout,
                                                        **self.lain_attention_kwargs("long"))
-        self.short_attention = (MultiHeadTargetAttention(self.token_dim, attention_dim, num_heads, attention_dropout,
-                                                         **self.lain_attention_kwargs("short"))
-                                if use_short_branch else None)
+        self.build_short_attention(use_short_branch, attention_dim, num_heads, attention_dropout)
         self.build_head(self.token_dim * (2 if use_short_branch else 1))
 
     # ----- GSU ---------------------------------------------------------------------------------
@@ -143,9 +141,5 @@ class SIM(SequenceCTRModel):
         sequence, sequence_mask = prepend_prompts(retrieved, retrieved_mask, long_condition)
         long_interest, weights = self.long_attention(target, sequence, sequence_mask, long_condition)
         self.record_attention("long", weights.mean(1)[:, -index.shape[1]:], retrieved_mask)
-        if self.short_attention is None:
-            return [long_interest]
-        short, short_mask = self.short_window(history, mask)
-        short, short_mask = prepend_prompts(short, short_mask, conditions["short"])
-        short_interest, _ = self.short_attention(target, short, short_mask, conditions["short"])
-        return [short_interest, long_interest]   # LongCTR's order: [..., target, short, long]
+        # LongCTR's order of the MLP input: [..., target, short, long]
+        return self.short_interest(target, history, mask, conditions["short"]) + [long_interest]

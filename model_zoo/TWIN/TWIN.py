@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from lainctr.data.loader import SequenceBatch
-from lainctr.layers import LAINConfig, MultiHeadTargetAttention, prepend_prompts
+from lainctr.layers import LAINConfig
 from lainctr.layers.twin_attention import CROSS_FEATURES, ConsistentTopKAttention, CrossFeatureBias
 from lainctr.models import SequenceCTRModel
 
@@ -44,9 +44,7 @@ class TWIN(SequenceCTRModel):
                                                       attention_dropout, **self.lain_attention_kwargs("long"))
         self.cross_bias = (CrossFeatureBias(num_heads, self.max_len, cross_features, cross_embedding_dim)
                            if use_cross_bias else None)
-        self.short_attention = (MultiHeadTargetAttention(self.token_dim, attention_dim, num_heads, attention_dropout,
-                                                         **self.lain_attention_kwargs("short"))
-                                if use_short_branch else None)
+        self.build_short_attention(use_short_branch, attention_dim, num_heads, attention_dropout)
         self._cache_version: Optional[tuple] = None
         self.build_head(self.token_dim * (2 if use_short_branch else 1))
 
@@ -110,9 +108,4 @@ class TWIN(SequenceCTRModel):
                                    self.behaviour_bias(batch, mask.shape[1]), item_rows)
         top = long.index.shape[-1]   # ESU weights of the retrieved behaviours, heads side by side, prompts excluded
         self.record_attention("long", long.weights[..., :top].flatten(1), long.selected.flatten(1))
-        if self.short_attention is None:
-            return [long.pooled]
-        short, short_mask = self.short_window(history, mask)
-        short, short_mask = prepend_prompts(short, short_mask, conditions["short"])
-        short_interest, _ = self.short_attention(target, short, short_mask, conditions["short"])
-        return [long.pooled, short_interest]
+        return [long.pooled] + self.short_interest(target, history, mask, conditions["short"])
