@@ -63,9 +63,10 @@ def build_model(name: str, feature_map, model_kwargs: dict, **extra):
     return model
 
 
-def assert_window_respected(model, dataset, max_len: int = 30, checked_rows: int = 5) -> None:
+def assert_window_respected(model, dataset, max_len: int = 30, checked_rows: int = 5, check_oldest: bool = False) -> None:
     """Changing the behaviour just older than the ``max_len`` window leaves a prediction unchanged;
-    changing the most recent behaviour changes it (so the model does read the window)."""
+    changing the most recent behaviour (and, with ``check_oldest``, the oldest one inside the window)
+    changes it, so the model does read the window."""
     from lainctr.data.loader import SequenceBatchLoader
     loader = SequenceBatchLoader(dataset, "valid", batch_size=64, max_len=max_len)
     rows = torch.arange(64).numpy()
@@ -75,7 +76,8 @@ def assert_window_respected(model, dataset, max_len: int = 30, checked_rows: int
     assert len(long_rows) > 0
     for row in long_rows.tolist():
         u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
-        for position, should_change in ((s - max_len - 1, False), (s - 1, True)):
+        checks = [(s - max_len - 1, False), (s - 1, True)] + ([(s - max_len, True)] if check_oldest else [])
+        for position, should_change in checks:
             flat = dataset.offsets[u] + position
             saved = dataset.behaviours[flat].clone()
             dataset.behaviours[flat] = 1 if saved != 1 else 2
@@ -102,3 +104,13 @@ def model_inputs(model, batch: SequenceBatch):
     """target (B, d), history (B, T, d), mask (B, T) bool as the model sees them."""
     _, tokens, mask, _ = model.embed(batch)
     return tokens[:, -1], tokens[:, :-1], mask
+
+
+def assert_finite_on_empty_histories(model, batch: SequenceBatch) -> None:
+    """A training step on rows without any behaviour gives finite predictions, loss and gradients."""
+    model.train()
+    out = model(batch)
+    loss = model.compute_loss(out, model.get_labels(batch))
+    loss.backward()
+    assert torch.isfinite(out["y_pred"]).all() and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

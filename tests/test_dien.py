@@ -8,9 +8,8 @@ from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.experiment import run_experiment
 from lainctr.layers.lain import BranchCondition
 from lainctr.layers.recurrent import AUGRU, DotStateAttention, NextBehaviourLoss, left_align, run_gru
-from lainctr.registry import get_model
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, left_pad,
-                          predict, randomize_embeddings)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+                          assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -28,13 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def build(name, feature_map, model_kwargs, **extra):
-    torch.manual_seed(0)
-    model = get_model(name)(feature_map, **{**model_kwargs, **extra})
-    randomize_embeddings(model)
-    return model
 
 
 def with_mask(batch: SequenceBatch, mask: torch.Tensor) -> SequenceBatch:
@@ -137,36 +129,21 @@ def test_next_behaviour_loss_uses_consecutive_real_behaviours_only():
                                         ("DIEN", {"attention_hidden_activations": "Dice"})]
                          + [("DIEN_LAIN", s) for s in SWITCHES])
 def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs, **extra)
+    model = build_model(name, feature_map, model_kwargs, **extra)
     assert_output_shape(model, tiny_batch)
     assert_padding_invariant(model, tiny_batch)
 
 
 @pytest.mark.parametrize("name", ["DIEN", "DIEN_LAIN"])
 def test_behaviour_beyond_max_len_has_no_effect(name, feature_map, model_kwargs, tiny_dataset):
-    model = build(name, feature_map, model_kwargs)
-    loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=30)
-    rows = np.arange(64)
-    batch = loader.make_batch(rows)
-    baseline = predict(model, batch)
-    long_rows = torch.nonzero(batch.history_length > 30).view(-1)[:3]
-    assert len(long_rows) > 0
-    for row in long_rows.tolist():
-        u, s = int(batch.batch_dict["user_index"][row]), int(batch.history_length[row])
-        for position, should_change in ((s - 31, False), (s - 30, True)):   # just outside / the oldest inside
-            saved = tiny_dataset.behaviours[tiny_dataset.offsets[u] + position].clone()
-            tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = 1 if saved != 1 else 2
-            try:
-                changed = predict(model, loader.make_batch(rows))[row]
-            finally:
-                tiny_dataset.behaviours[tiny_dataset.offsets[u] + position] = saved
-            assert torch.allclose(changed, baseline[row], atol=1e-6) != should_change
+    model = build_model(name, feature_map, model_kwargs)
+    assert_window_respected(model, tiny_dataset, checked_rows=3, check_oldest=True)   # the GRU reads the oldest
 
 
 @pytest.mark.parametrize("attention_type", ["din_attention", "dot_attention"])
 def test_lain_all_off_is_dien(attention_type, feature_map, model_kwargs, tiny_batch):
-    backbone = build("DIEN", feature_map, model_kwargs, attention_type=attention_type)
-    variant = build("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type, **LAIN_OFF)
+    backbone = build_model("DIEN", feature_map, model_kwargs, attention_type=attention_type)
+    variant = build_model("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type, **LAIN_OFF)
     assert variant.length_conditioner is None
     assert_lain_off_is_backbone(backbone, variant, tiny_batch)
 
@@ -175,8 +152,8 @@ def test_lain_all_off_is_dien(attention_type, feature_map, model_kwargs, tiny_ba
 def test_fresh_lain_without_prompts_and_temperature_starts_as_dien(attention_type, feature_map, model_kwargs,
                                                                    tiny_batch):
     """QK conditioning is zero/identity-initialised: only prompts and temperature change a fresh model."""
-    backbone = build("DIEN", feature_map, model_kwargs, attention_type=attention_type)
-    variant = build("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type, use_prompts=False,
+    backbone = build_model("DIEN", feature_map, model_kwargs, attention_type=attention_type)
+    variant = build_model("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type, use_prompts=False,
                     use_temperature=False)
     variant.load_state_dict(backbone.state_dict(), strict=False)
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch))
@@ -184,7 +161,7 @@ def test_fresh_lain_without_prompts_and_temperature_starts_as_dien(attention_typ
 
 def test_prompts_sit_directly_before_the_first_real_item(feature_map, model_kwargs, tiny_batch, monkeypatch):
     """The GRU input is [P; items; 0 ...] with length L + k; the auxiliary loss sees the items only."""
-    model = build("DIEN_LAIN", feature_map, model_kwargs, num_prompts=3)
+    model = build_model("DIEN_LAIN", feature_map, model_kwargs, num_prompts=3)
     seen = {}
 
     def capture(gru, aligned, lengths, pack=None):
@@ -212,7 +189,7 @@ def test_prompts_sit_directly_before_the_first_real_item(feature_map, model_kwar
 
 @pytest.mark.parametrize("name", ["DIEN", "DIEN_LAIN"])
 def test_empty_histories_give_finite_outputs_and_gradients(name, feature_map, model_kwargs, tiny_batch):
-    model = build(name, feature_map, model_kwargs)
+    model = build_model(name, feature_map, model_kwargs)
     batch = with_empty_rows(tiny_batch, [0, 3, 5])
     model.train()
     out = model(batch)
@@ -224,7 +201,7 @@ def test_empty_histories_give_finite_outputs_and_gradients(name, feature_map, mo
 
 
 def test_auxiliary_loss_only_in_training(feature_map, model_kwargs, tiny_batch):
-    model = build("DIEN", feature_map, model_kwargs, auxiliary_loss_weight=0.5)
+    model = build_model("DIEN", feature_map, model_kwargs, auxiliary_loss_weight=0.5)
     model.train()
     out = model(tiny_batch)
     y_true = model.get_labels(tiny_batch)
@@ -232,13 +209,13 @@ def test_auxiliary_loss_only_in_training(feature_map, model_kwargs, tiny_batch):
     torch.testing.assert_close(model.add_loss(out, y_true), bce + out["auxiliary_loss"])
     model.eval()
     assert "auxiliary_loss" not in model(tiny_batch)
-    without = build("DIEN", feature_map, model_kwargs, use_auxiliary_loss=False).train()
+    without = build_model("DIEN", feature_map, model_kwargs, use_auxiliary_loss=False).train()
     assert "auxiliary_loss" not in without(tiny_batch)
 
 
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
     for name in ("DIEN", "DIEN_LAIN"):
-        model = build(name, feature_map, model_kwargs)
+        model = build_model(name, feature_map, model_kwargs)
         assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
         model.capture_attention = True
         predict(model, tiny_batch)
@@ -254,17 +231,17 @@ def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny
 
 def test_invalid_settings_are_rejected(feature_map, model_kwargs):
     with pytest.raises(ValueError, match="attention_type"):
-        build("DIEN", feature_map, model_kwargs, attention_type="bilinear")
+        build_model("DIEN", feature_map, model_kwargs, attention_type="bilinear")
     with pytest.raises(ValueError, match="temperature"):
-        build("DIEN_LAIN", feature_map, model_kwargs, use_attention_softmax=False)
+        build_model("DIEN_LAIN", feature_map, model_kwargs, use_attention_softmax=False)
     with pytest.raises(TypeError):
-        build("DIEN_LAIN", feature_map, model_kwargs, use_promtps=False)
+        build_model("DIEN_LAIN", feature_map, model_kwargs, use_promtps=False)
 
 
 def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, model_kwargs):
     for attention_type in ("din_attention", "dot_attention"):
-        backbone = build("DIEN", feature_map, model_kwargs, attention_type=attention_type)
-        variant = build("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type)
+        backbone = build_model("DIEN", feature_map, model_kwargs, attention_type=attention_type)
+        variant = build_model("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type)
         assert backbone.lain_parameter_count() == 0
         assert variant.lain_parameter_count() == variant.count_parameters() - backbone.count_parameters() > 0
 
@@ -273,7 +250,7 @@ def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, mod
 def upstream_pair(feature_map, model_kwargs, attention_type):
     """Our DIEN (no short branch) and upstream LongCTR DIEN with the same weights."""
     upstream_module = pytest.importorskip("model_zoo.LongCTR.DIEN.DIEN")
-    ours = build("DIEN", feature_map, model_kwargs, attention_type=attention_type, use_short_branch=False)
+    ours = build_model("DIEN", feature_map, model_kwargs, attention_type=attention_type, use_short_branch=False)
     upstream = upstream_module.DIEN(feature_map, attention_type=attention_type, attention_hidden_units=[64],
                                     attention_activation="ReLU", dnn_hidden_units=model_kwargs["dnn_hidden_units"],
                                     batch_norm=False, embedding_dim=model_kwargs["embedding_dim"], optimizer="adam",

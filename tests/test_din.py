@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from lainctr.experiment import run_experiment
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, predict)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+                          assert_window_respected, build_model, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},

@@ -6,7 +6,9 @@ from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.experiment import run_experiment
 from lainctr.layers.hashing import SimHash, SimHashPooling
 from lainctr.registry import get_model
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, model_inputs, predict, truncate)
+from model_checks import (assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
+                          assert_padding_invariant, assert_window_respected, build_model, model_inputs, predict,
+                          truncate)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -89,12 +91,7 @@ def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
     batch = truncate(tiny_batch, [0, 1, 2])
     for name, extra in (("SDIM", {}), ("SDIM", {"l2_norm": False}), ("SDIM_LAIN", {})):
         model = build_model(name, feature_map, model_kwargs, **extra)
-        model.train()
-        out = model(batch)
-        loss = model.compute_loss(out, model.get_labels(batch))
-        loss.backward()
-        assert torch.isfinite(out["y_pred"]).all() and torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        assert_finite_on_empty_histories(model, batch)
 
 
 def test_fixed_hyperplanes_deterministic_eval_and_checkpoint(feature_map, model_kwargs, tiny_batch):

@@ -8,7 +8,8 @@ from lainctr.data.loader import SequenceBatch
 from lainctr.experiment import run_experiment
 from lainctr.layers.lain import BranchCondition
 from lainctr.layers.twin_attention import ConsistentTopKAttention, CrossFeatureBias
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant, assert_window_respected, build_model, left_pad, predict)
+from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+                          assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
