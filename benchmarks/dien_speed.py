@@ -1,4 +1,4 @@
-"""DIEN throughput: ours (packed GRU + AUGRU loop over the recurrent part only) vs upstream LongCTR's DIEN.
+"""DIEN throughput: ours (left-aligned rows, nn.GRU + AUGRU loop over the recurrent part) vs upstream LongCTR DIEN.
 
     .venv/bin/python benchmarks/dien_speed.py --max_len 50 200 1000 --batch_size 256 --threads 2
 
@@ -13,21 +13,27 @@ and DNN sizes. Upstream is slow at long lengths, so it is timed on fewer batches
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import tempfile
-import time
-from typing import Callable, List
 
-import numpy as np
-import torch
-from fuxictr.features import FeatureMap
+# On a shared host, OpenMP workers that spin-wait after each parallel region steal the cores the main thread
+# needs between them: with 2 threads every model here ran 3-30x slower than with 1. Passive waiting removes
+# that; it must be set before torch loads OpenMP. Set OMP_WAIT_POLICY=ACTIVE to measure the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lainctr.data import synthetic
-from lainctr.data.dataset import load_dataset
-from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
-from lainctr.registry import get_model
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Callable, List  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from fuxictr.features import FeatureMap  # noqa: E402
+
+from lainctr.data import synthetic  # noqa: E402
+from lainctr.data.dataset import load_dataset  # noqa: E402
+from lainctr.data.loader import SequenceBatch, SequenceBatchLoader  # noqa: E402
+from lainctr.registry import get_model  # noqa: E402
 
 COMMON = dict(embedding_dim=16, dnn_hidden_units=[256, 128], net_dropout=0.1, batch_norm=False,
               optimizer="adam", loss="binary_crossentropy", verbose=0)
@@ -95,7 +101,8 @@ def main(argv=None) -> None:
         feature_map.load(os.path.join(data_dir, "feature_map.json"), {"embedding_dim": 16, "group_id": "user_index"})
         seq_len = dataset.splits["train"]["seq_len"]
         rows = np.argsort(-seq_len, kind="stable")[:args.batches * args.batch_size]
-        print(f"DIEN speed: batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}, "
+        print(f"DIEN speed: batch {args.batch_size}, {args.threads} threads "
+              f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}, "
               f"longest-history train samples (seq_len {seq_len[rows].min()}..{seq_len[rows].max()})")
         variants = {"DIEN": dict(model="DIEN"), "DIEN lean": dict(model="DIEN", use_auxiliary_loss=False,
                                                                    use_short_branch=False),

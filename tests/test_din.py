@@ -71,3 +71,23 @@ def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, mod
     variant = build_model("DIN_LAIN", feature_map, model_kwargs)
     assert backbone.lain_parameter_count() == 0
     assert variant.lain_parameter_count() == variant.count_parameters() - backbone.count_parameters() > 0
+
+
+@pytest.mark.parametrize("use_softmax", [False, True])
+def test_parity_with_upstream_longctr_din(use_softmax, feature_map, model_kwargs, tiny_batch):
+    """Same weights and inputs: our DIN without the short branch computes upstream LongCTR's DIN, with its
+    sum pooling (din_use_softmax False) and with softmax (ours masks padding the same way)."""
+    upstream_module = pytest.importorskip("model_zoo.LongCTR.DIN.DIN")
+    ours = build_model("DIN", feature_map, model_kwargs, use_short_branch=False, din_use_softmax=use_softmax,
+                       attention_hidden_units=[16, 8])
+    upstream = upstream_module.DIN(feature_map, optimizer="adam", loss="binary_crossentropy", metrics=["AUC"],
+                                   verbose=0, model_root=model_kwargs["model_root"], embedding_dim=8,
+                                   dnn_hidden_units=[32], attention_hidden_units=[16, 8],
+                                   attention_hidden_activations="ReLU", din_use_softmax=use_softmax)
+    state = {k.replace("long_attention.scorer.", "attention_layers.attention_layer."): v
+             for k, v in ours.state_dict().items()}
+    upstream.load_state_dict(state, strict=True)
+    upstream.eval()
+    with torch.no_grad():
+        theirs = upstream((dict(tiny_batch.batch_dict), dict(tiny_batch.item_dict), tiny_batch.mask))["y_pred"]
+    torch.testing.assert_close(predict(ours, tiny_batch), theirs, atol=1e-5, rtol=1e-5)

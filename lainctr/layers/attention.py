@@ -199,6 +199,20 @@ class DINAttention(LengthModulation):
             if projection is not None:
                 nn.init.eye_(projection.linear.weight)
 
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """MLP([q, k, q - k, q * k]) for every key: query (B, d), keys (B, n, d) -> scores (B, n).
+
+        The first layer is applied without building the (B, n, 4d) concatenation:
+        W [q, k, q - k, q * k] = (W_1 + W_3) q + (W_2 - W_3) k + W_4 (q * k), with the q term once per row.
+        """
+        first, rest = self.scorer.mlp[0], self.scorer.mlp[1:]
+        w_q, w_k, w_diff, w_prod = first.weight.split(keys.shape[-1], dim=1)
+        per_row = nn.functional.linear(query, w_q + w_diff, first.bias)                        # B x h
+        hidden = torch.addmm(per_row.repeat_interleave(keys.shape[1], dim=0),
+                             keys.reshape(-1, keys.shape[-1]), (w_k - w_diff).t())
+        hidden = hidden.addmm_((query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1]), w_prod.t())
+        return rest(hidden).view(keys.shape[:2])                                                # 2-D for Dice's BN
+
     def lain_parameters(self) -> List[nn.Parameter]:
         """The query/key projections exist only for LAIN's conditioning."""
         return [p for m in (self.query_projection, self.key_projection) if m is not None for p in m.parameters()]
@@ -215,9 +229,7 @@ class DINAttention(LengthModulation):
         if self.query_projection is not None and condition is not None:
             query = self.query_projection(target, condition.length_embedding)
             keys = self.key_projection(sequence, condition.length_embedding)
-        query = query.unsqueeze(1).expand_as(keys)
-        features = torch.cat([query, keys, query - keys, query * keys], dim=-1)
-        scores = self.scorer(features.view(-1, features.shape[-1])).view(keys.shape[:2])  # 2-D for Dice's BN
+        scores = self.score(query, keys)
         if self.use_softmax:
             weights = masked_softmax(self.scale_logits(scores, condition), mask)
         else:
