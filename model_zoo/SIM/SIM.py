@@ -97,7 +97,8 @@ class SIM(SequenceCTRModel):
             return (values[:, :-1] == values[:, -1:]).to(history.dtype)
         embedding = condition.length_embedding if condition is not None else None
         query = self.W_a(target, embedding)                                        # B x d_a
-        return torch.bmm(self.W_b(history), query.unsqueeze(-1)).squeeze(-1)        # B x T
+        # (W_b s_i)^T q = s_i^T (W_b^T q): project the query once instead of every behaviour
+        return torch.bmm(history, (query @ self.W_b.weight).unsqueeze(-1)).squeeze(-1)   # B x T
 
     def retrieve(self, scores: torch.Tensor, history: torch.Tensor,
                  mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
