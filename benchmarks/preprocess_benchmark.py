@@ -96,9 +96,51 @@ def write_bars_kuaivideo(folder: str, rows: int, rng: np.random.Generator) -> No
         h5.create_dataset("value", data=rng.standard_normal((300_000, EMB_DIM), dtype=np.float32))
 
 
+def _lists(lengths: np.ndarray, values: np.ndarray, value_type) -> pa.Array:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
+
+
+def write_ebnerd_raw(folder: str, rows: int, rng: np.random.Generator) -> None:
+    """An EB-NeRD release (train/ and validation/ behaviors + history, articles.parquet) whose impressions
+    expand over their in-view articles (10 each) into ``rows`` samples; 20k users with 30-click histories."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from fixtures_formats import BEHAVIOR_SCHEMA, HISTORY_SCHEMA, article_rows
+    num_articles, num_users, inview, history = 5_000, 20_000, 10, 30
+    pq.write_table(article_rows(range(1, num_articles + 1)), os.path.join(folder, "articles.parquet"))
+    for week, split in enumerate(("train", "validation")):
+        os.makedirs(os.path.join(folder, split))
+        n = rows // (2 * inview)
+        start = np.datetime64("2023-05-18") + np.timedelta64(7 * week, "D")
+        times = start + (np.sort(rng.integers(0, 7 * 86_400, n)) * 1_000_000).astype("timedelta64[us]")
+        shown = rng.integers(1, num_articles + 1, n * inview)
+        behaviours = {
+            "impression_id": np.arange(n) + week * n, "article_id": pa.nulls(n, pa.int32()), "impression_time": times,
+            "read_time": rng.random(n, dtype=np.float32) * 60, "scroll_percentage": pa.nulls(n, pa.float32()),
+            "device_type": rng.integers(1, 4, n).astype(np.int8),
+            "article_ids_inview": _lists(np.full(n, inview), shown, pa.int32()),
+            "article_ids_clicked": _lists(np.ones(n, np.int64), shown[::inview], pa.int32()),
+            "user_id": rng.integers(1, num_users + 1, n), "is_sso_user": rng.random(n) < 0.5,
+            "gender": pa.nulls(n, pa.int8()), "postcode": pa.nulls(n, pa.int8()), "age": pa.nulls(n, pa.int8()),
+            "is_subscriber": rng.random(n) < 0.3, "session_id": np.arange(n), "next_read_time": np.zeros(n, np.float32),
+            "next_scroll_percentage": pa.nulls(n, pa.float32())}
+        pq.write_table(pa.table(behaviours).cast(BEHAVIOR_SCHEMA), os.path.join(folder, split, "behaviors.parquet"))
+        clicks = num_users * history
+        click_times = start - np.timedelta64(21, "D") + (np.sort(rng.integers(0, 21 * 86_400, (num_users, history)), axis=1)
+                                                         .reshape(-1) * 1_000_000).astype("timedelta64[us]")
+        lengths = np.full(num_users, history)
+        users = {"user_id": np.arange(1, num_users + 1),
+                 "impression_time_fixed": _lists(lengths, click_times, pa.timestamp("us")),
+                 "scroll_percentage_fixed": _lists(lengths, np.zeros(clicks, np.float32), pa.float32()),
+                 "article_id_fixed": _lists(lengths, rng.integers(1, num_articles + 1, clicks), pa.int32()),
+                 "read_time_fixed": _lists(lengths, np.ones(clicks, np.float32), pa.float32())}
+        pq.write_table(pa.table(users).cast(HISTORY_SCHEMA), os.path.join(folder, split, "history.parquet"))
+
+
 COMMANDS = {  # module, extra options
     "longctr_parquet": ["data_preprocess.longctr_parquet", "--dataset_id", "kuaivideo"],
     "bars_x1_csv": ["data_preprocess.bars_x1_csv", "--layout", "kuaivideo"],
+    "ebnerd_raw": ["data_preprocess.ebnerd_raw", "--dataset_id", "ebnerd_raw"],
 }
 
 
@@ -129,17 +171,21 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", choices=["longctr_parquet", "bars_x1_csv", "ebnerd_raw"],
+                        help="preprocessors to measure (default: all)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     root = tempfile.mkdtemp(prefix="preprocess_benchmark_")
     try:
         results = []
-        for name, writer in (("longctr_parquet", write_longctr), ("bars_x1_csv", write_bars_kuaivideo)):
+        writers = {"longctr_parquet": write_longctr, "bars_x1_csv": write_bars_kuaivideo, "ebnerd_raw": write_ebnerd_raw}
+        for name in args.only or list(writers):
+            writer = writers[name]
             source = os.path.join(root, f"{name}_input")
             os.makedirs(source)
             started = time.perf_counter()
             writer(source, args.rows, rng)
-            size = sum(os.path.getsize(os.path.join(source, f)) for f in os.listdir(source))
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(source) for f in files)
             print(f"generated {name} input: {size / 2**20:.0f} MiB in {time.perf_counter() - started:.0f} s",
                   flush=True)
             results.append(measure(name, source, os.path.join(root, f"{name}_output")))
