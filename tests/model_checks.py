@@ -114,3 +114,21 @@ def assert_finite_on_empty_histories(model, batch: SequenceBatch) -> None:
     loss.backward()
     assert torch.isfinite(out["y_pred"]).all() and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def assert_short_mask_shift_difference(ours, upstream, batch: SequenceBatch) -> None:
+    """LongCTR masks its short window with ``mask[:, -S:-1]`` (the neighbour's mask). Given the window's
+    own mask, LongCTR's short attention computes ours; with its shifted mask it differs exactly on the rows
+    whose window holds their oldest real behaviour. ``batch`` rows 0-2 must be such rows."""
+    target, history, mask = model_inputs(ours, batch)
+    window, window_mask = ours.short_window(history, mask)
+    width = window.shape[1]
+    with torch.no_grad():
+        mine, _ = ours.short_attention(target, window, window_mask)
+        shifted = upstream.short_attention(target, window, mask[:, -width - 1:-1].float())
+        fixed = upstream.short_attention(target, window, window_mask.float())
+    torch.testing.assert_close(fixed, mine, atol=1e-5, rtol=1e-5)
+    affected = (mask[:, -width - 1:-1] != window_mask).any(1)
+    assert affected[:3].all() and not affected.all()
+    assert (shifted[affected] - mine[affected]).abs().amax(1).min() > 1e-4
+    torch.testing.assert_close(shifted[~affected], mine[~affected], atol=1e-5, rtol=1e-5)

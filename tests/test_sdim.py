@@ -7,8 +7,8 @@ from lainctr.experiment import run_experiment
 from lainctr.layers.hashing import SimHash, SimHashPooling
 from lainctr.registry import get_model
 from model_checks import (assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
-                          assert_padding_invariant, assert_window_respected, build_model, model_inputs, predict,
-                          truncate)
+                          assert_padding_invariant, assert_short_mask_shift_difference, assert_window_respected,
+                          build_model, model_inputs, predict, truncate)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -204,21 +204,12 @@ def test_difference_redrawn_hashes(feature_map, model_kwargs, tiny_batch, tmp_pa
 
 
 def test_difference_short_mask_shift(feature_map, model_kwargs, tiny_batch, tmp_path):
-    """LongCTR masks the short window with mask[:, -S:-1] (its neighbour's mask); the hash branch agrees."""
+    """LongCTR's short window uses its neighbour's mask: rows with L = 1, 5 and 9 differ; given the window's
+    own mask, LongCTR's attention computes ours (the hash branch agrees)."""
     ours = build_model("SDIM", feature_map, model_kwargs)
     upstream = upstream_sdim(feature_map, ours, tmp_path, reuse_hash=True)
     batch = truncate(truncate(truncate(tiny_batch, [0], 1), [1], 5), [2], 9)
-    target, history, mask = model_inputs(ours, batch)
-    window, window_mask = ours.short_window(history, mask)
-    with torch.no_grad():
-        mine, _ = ours.short_attention(target, window, window_mask)
-        shifted = upstream.short_attention(target, window, mask[:, -10:-1].float())
-        fixed = upstream.short_attention(target, window, window_mask.float())
-    torch.testing.assert_close(fixed, mine, atol=1e-5, rtol=1e-5)
-    affected = (mask[:, -10:-1] != window_mask).any(1)
-    assert affected[:3].all() and not affected.all()
-    assert (shifted[affected] - mine[affected]).abs().amax(1).min() > 1e-4
-    torch.testing.assert_close(shifted[~affected], mine[~affected], atol=1e-5, rtol=1e-5)
+    assert_short_mask_shift_difference(ours, upstream, batch)
     assert not torch.allclose(upstream_predict(upstream, batch), predict(ours, batch), atol=1e-4)
 
 
