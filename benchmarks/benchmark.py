@@ -26,7 +26,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the workers, before they load torch
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 MODELS = ["DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN"]
 # our config keys that mean the same thing upstream (model name -> extra upstream constructor kwargs)
 SHARED_KEYS = ["embedding_dim", "dnn_hidden_units", "net_dropout", "batch_norm", "learning_rate", "short_seq_len",
@@ -156,14 +156,9 @@ def run_cell(args, kind: str, model: str, max_len: int, data: str, parquet: str)
 
 def export_parquet(data_dir: str, out_dir: str) -> None:
     """user_info / item_info parquet files for the upstream collator (same sequences and items)."""
-    import pandas as pd
     from lainctr.data.dataset import load_dataset
-    dataset = load_dataset(data_dir, splits=("train",), validate=False)
-    behaviours = dataset.behaviours.numpy()
-    pd.DataFrame({"full_item_seq": [behaviours[a:b] for a, b in zip(dataset.offsets[:-1], dataset.offsets[1:])]}
-                 ).to_parquet(os.path.join(out_dir, "user_info.parquet"))
-    pd.DataFrame({"item_index": np.arange(dataset.num_items), **{k: v.numpy() for k, v in dataset.item_table.items()}}
-                 ).to_parquet(os.path.join(out_dir, "item_info.parquet"))
+    from loader_benchmark import export_user_item_info  # imported here: the workers set OpenMP first
+    export_user_item_info(load_dataset(data_dir, splits=("train",), validate=False), out_dir)
 
 
 def fmt(value, digits=0) -> str:

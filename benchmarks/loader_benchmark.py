@@ -25,15 +25,20 @@ from lainctr.data.dataset import load_dataset
 from lainctr.data.loader import SequenceBatchLoader
 
 
-def export_longctr(dataset, out_dir: str, rows: np.ndarray) -> None:
-    """The same samples in the LongCTR parquet triplet layout."""
-    train = dataset.splits["train"]
-    pd.DataFrame({k: v[rows] for k, v in train.items()}).to_parquet(os.path.join(out_dir, "train.parquet"))
+def export_user_item_info(dataset, out_dir: str) -> None:
+    """``user_info.parquet`` (full_item_seq per user) and ``item_info.parquet`` for the LongCTR loader."""
     behaviours = dataset.behaviours.numpy()
     sequences = [behaviours[a:b] for a, b in zip(dataset.offsets[:-1], dataset.offsets[1:])]
     pd.DataFrame({"full_item_seq": sequences}).to_parquet(os.path.join(out_dir, "user_info.parquet"))
     table = {k: v.numpy() for k, v in dataset.item_table.items()}
     pd.DataFrame({"item_index": np.arange(dataset.num_items), **table}).to_parquet(os.path.join(out_dir, "item_info.parquet"))
+
+
+def export_longctr(dataset, out_dir: str, rows: np.ndarray) -> None:
+    """The same samples in the LongCTR parquet triplet layout."""
+    train = dataset.splits["train"]
+    pd.DataFrame({k: v[rows] for k, v in train.items()}).to_parquet(os.path.join(out_dir, "train.parquet"))
+    export_user_item_info(dataset, out_dir)
 
 
 def samples_per_second(make_iter, num_samples: int, repeats: int) -> float:
