@@ -59,7 +59,7 @@ def load_feature_map(dataset_id: str, data_dir: str, params: Dict[str, object]) 
 
 
 def _versions() -> Dict[str, str]:
-    return {"lainctr": __version__, "fuxictr": fuxictr.__version__ if hasattr(fuxictr, "__version__") else "2.3.9",
+    return {"lainctr": __version__, "fuxictr": fuxictr.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 

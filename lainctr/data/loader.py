@@ -124,6 +124,6 @@ class SequenceBatchLoader:
 
     def __iter__(self) -> Iterator[SequenceBatch]:
         order = self._order()
-        ends = np.append(self.batch_starts()[1:], self.num_samples)
-        for start, end in zip(self.batch_starts(), ends):
+        starts = self.batch_starts()
+        for start, end in zip(starts, np.append(starts[1:], self.num_samples)):
             yield self.make_batch(order[start:end])
