@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 import uuid
@@ -58,8 +59,20 @@ def load_feature_map(dataset_id: str, data_dir: str, params: Dict[str, object]) 
     return feature_map
 
 
+def _code_commit() -> str:
+    """The zoo's git commit (``+dirty`` with uncommitted changes), or '' outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", zoo_root(), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def _versions() -> Dict[str, str]:
-    return {"lainctr": __version__, "fuxictr": fuxictr.__version__,
+    return {"lainctr": __version__, "commit": _code_commit(), "fuxictr": fuxictr.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 

@@ -1,5 +1,8 @@
 """Expid lookup and key checks; run_expid.py end to end: results row, determinism, clear errors."""
 import csv
+import json
+import os
+import subprocess
 import textwrap
 
 import pytest
@@ -97,3 +100,6 @@ def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
     assert all(rows[0][c] == rows[1][c] for c in metric_columns)
     assert rows[0]["seed"] == "7" and rows[0]["model"] == "DIN_LAIN" and rows[0]["backbone"] == "DIN"
     assert '"fuxictr"' in rows[0]["versions"] and '"max_len": 50' in rows[0]["params"]
+    head = subprocess.run(["git", "-C", os.path.dirname(run_expid.__file__), "rev-parse", "--short=12", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert json.loads(rows[0]["versions"])["commit"].split("+")[0] == head  # the code that made the row
