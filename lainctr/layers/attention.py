@@ -65,6 +65,18 @@ class LengthTemperature(nn.Module):
         return 1.0 + gamma * torch.sigmoid(-beta * (length - self.pivot))
 
 
+class LengthShift(nn.Linear):
+    """W_e e_len, (B, d_e) -> (B, out_dim): the length part of a projection of [x; e_len]. Bias-free and
+    zero-initialised, so that a fresh LAIN model starts as its backbone."""
+
+    def __init__(self, length_dim: int, out_dim: int):
+        super().__init__(length_dim, out_dim, bias=False)
+
+    def reset_parameters(self) -> None:
+        """Zeros, also when FuxiCTR's ``BaseModel.reset_parameters`` re-initialises every module."""
+        nn.init.zeros_(self.weight)
+
+
 class ConditionedLinear(nn.Module):
     """``W x + W_e e``: a bias-free projection whose input may be extended by the length embedding e.
 
@@ -74,22 +86,23 @@ class ConditionedLinear(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, length_dim: int = 0):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim, bias=False)
-        self.length_linear = nn.Linear(length_dim, out_dim, bias=False) if length_dim > 0 else None
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        if self.length_linear is not None:
-            nn.init.zeros_(self.length_linear.weight)  # a fresh LAIN model starts as its backbone
+        self.length_linear = LengthShift(length_dim, out_dim) if length_dim > 0 else None
 
     def lain_parameters(self) -> List[nn.Parameter]:
         """Parameters that exist only because of LAIN (for overhead accounting)."""
         return list(self.length_linear.parameters()) if self.length_linear is not None else []
 
+    def shift(self, length_embedding: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """W_e e: (B, out_dim), or None without conditioning."""
+        if self.length_linear is None or length_embedding is None:
+            return None
+        return self.length_linear(length_embedding)
+
     def forward(self, x: torch.Tensor, length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, ..., in_dim); length_embedding: (B, length_dim), broadcast over the middle axes."""
         out = self.linear(x)
-        if self.length_linear is not None and length_embedding is not None:
-            shift = self.length_linear(length_embedding)
+        shift = self.shift(length_embedding)
+        if shift is not None:
             out = out + shift.view(shift.shape[0], *([1] * (out.dim() - 2)), shift.shape[-1])
         return out
 
@@ -139,11 +152,19 @@ class MultiHeadTargetAttention(LengthModulation):
 
     def logits(self, target: torch.Tensor, keys: torch.Tensor,
                condition: Optional[BranchCondition] = None) -> torch.Tensor:
-        """Relevance of every behaviour to the target, before the temperature: (B, H, n)."""
+        """Relevance of every behaviour to the target, before the temperature: (B, H, n).
+
+        The key side's e_len term W_ke e is the same for every key of a row, so its score q'.W_ke e is
+        added once per row instead of to every key.
+        """
         e = condition.length_embedding if condition is not None else None
         query = self.split_heads(self.W_q(target.unsqueeze(1), e))           # B x H x 1 x h
-        key = self.split_heads(self.W_k(keys, e))                            # B x H x n x h
-        return torch.matmul(query, key.transpose(-1, -2)).squeeze(2) / math.sqrt(self.head_dim)
+        key = self.split_heads(self.W_k.linear(keys))                        # B x H x n x h
+        logits = torch.matmul(query, key.transpose(-1, -2)).squeeze(2)       # B x H x n
+        key_shift = self.W_k.shift(e)
+        if key_shift is not None:
+            logits = logits + (query * self.split_heads(key_shift.unsqueeze(1))).sum(-1)
+        return logits / math.sqrt(self.head_dim)
 
     def pool(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """weights: (B, H, n), values: (B, n, d) -> (B, d) (or (B, d_a) without W_o)."""
@@ -170,8 +191,11 @@ class MultiHeadTargetAttention(LengthModulation):
 class DINAttention(LengthModulation):
     """DIN's activation unit: an MLP scores [q, k, q - k, q * k] for every behaviour.
 
-    With LAIN query/key conditioning, q' = W_q [q; e] and k' = W_k [k; e] (new d -> d projections,
-    initialised to the identity on the token part) feed the scorer; pooled values stay the raw tokens.
+    With LAIN query/key conditioning, q' = q + W_qe e and k' = k + W_ke e feed the scorer: the concatenations
+    [q; e], [k; e] projected with the token block left at the identity, because the scorer's first layer
+    already is the learned projection of q and k. W_qe, W_ke are zero-initialised. Through q' * k' the length
+    changes how every behaviour is scored, yet the step costs the backbone's: k' enters the first layer
+    only through per-row terms. Pooled values stay the raw tokens.
 
     Args:
         input_dim: token width d.
@@ -188,34 +212,33 @@ class DINAttention(LengthModulation):
         if temperature and not use_softmax:
             raise ValueError("the LAIN temperature needs din_use_softmax: True (it rescales softmax logits)")
         self.use_softmax = use_softmax
-        self.query_projection = ConditionedLinear(input_dim, input_dim, length_dim) if length_dim else None
-        self.key_projection = ConditionedLinear(input_dim, input_dim, length_dim) if length_dim else None
+        self.query_shift = LengthShift(length_dim, input_dim) if length_dim else None
+        self.key_shift = LengthShift(length_dim, input_dim) if length_dim else None
         self.scorer = MLP_Block(input_dim=4 * input_dim, output_dim=1, hidden_units=list(hidden_units),
                                 hidden_activations=hidden_activations, dropout_rates=dropout)
-        self.init_weights()
 
-    def init_weights(self) -> None:
-        for projection in (self.query_projection, self.key_projection):
-            if projection is not None:
-                nn.init.eye_(projection.linear.weight)
-
-    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """MLP([q, k, q - k, q * k]) for every key: query (B, d), keys (B, n, d) -> scores (B, n).
+    def score(self, query: torch.Tensor, keys: torch.Tensor, key_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """MLP([q, k', q - k', q * k']) with k' = k + key_shift: query (B, d), keys (B, n, d),
+        key_shift (B, d) or None -> scores (B, n).
 
         The first layer is applied without building the (B, n, 4d) concatenation:
-        W [q, k, q - k, q * k] = (W_1 + W_3) q + (W_2 - W_3) k + W_4 (q * k), with the q term once per row.
+        W [q, k', q - k', q * k'] = (W_1 + W_3) q + (W_2 - W_3) k' + W_4 (q * k'), where the q terms and
+        the shift's terms are computed once per row.
         """
         first, rest = self.scorer.mlp[0], self.scorer.mlp[1:]
         w_q, w_k, w_diff, w_prod = first.weight.split(keys.shape[-1], dim=1)
+        w_key = w_k - w_diff
         per_row = nn.functional.linear(query, w_q + w_diff, first.bias)                        # B x h
+        if key_shift is not None:
+            per_row = per_row + key_shift @ w_key.t() + (query * key_shift) @ w_prod.t()
         hidden = torch.addmm(per_row.repeat_interleave(keys.shape[1], dim=0),
-                             keys.reshape(-1, keys.shape[-1]), (w_k - w_diff).t())
+                             keys.reshape(-1, keys.shape[-1]), w_key.t())
         hidden = hidden.addmm_((query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1]), w_prod.t())
         return rest(hidden).view(keys.shape[:2])                                                # 2-D for Dice's BN
 
     def lain_parameters(self) -> List[nn.Parameter]:
-        """The query/key projections exist only for LAIN's conditioning."""
-        return [p for m in (self.query_projection, self.key_projection) if m is not None for p in m.parameters()]
+        """The length shifts exist only for LAIN's conditioning."""
+        return [p for m in (self.query_shift, self.key_shift) if m is not None for p in m.parameters()]
 
     def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,
                 condition: Optional[BranchCondition] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -225,11 +248,11 @@ class DINAttention(LengthModulation):
         Returns:
             pooled (B, d) and weights (B, 1, n).
         """
-        query, keys = target, sequence
-        if self.query_projection is not None and condition is not None:
-            query = self.query_projection(target, condition.length_embedding)
-            keys = self.key_projection(sequence, condition.length_embedding)
-        scores = self.score(query, keys)
+        query, key_shift = target, None
+        if self.query_shift is not None and condition is not None:
+            query = target + self.query_shift(condition.length_embedding)
+            key_shift = self.key_shift(condition.length_embedding)
+        scores = self.score(query, sequence, key_shift)
         if self.use_softmax:
             weights = masked_softmax(self.scale_logits(scores, condition), mask)
         else:

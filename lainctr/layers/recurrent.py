@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .attention import DINAttention, LengthModulation, masked_softmax
+from .attention import DINAttention, LengthModulation, LengthShift, masked_softmax
 from .lain import BranchCondition
 
 STATE_ATTENTION_TYPES = ("din_attention", "bilinear_attention", "dot_attention")
@@ -143,16 +143,13 @@ class DotStateAttention(LengthModulation):
             raise ValueError("the LAIN temperature needs use_attention_softmax: True (it rescales softmax logits)")
         self.use_softmax = use_softmax
         self.kernel = nn.Linear(input_dim, input_dim, bias=False) if bilinear else None
-        self.query_shift = nn.Linear(length_dim, input_dim, bias=False) if length_dim else None
-        self.key_shift = nn.Linear(length_dim, input_dim, bias=False) if length_dim else None
+        self.query_shift = LengthShift(length_dim, input_dim) if length_dim else None
+        self.key_shift = LengthShift(length_dim, input_dim) if length_dim else None
         self.init_weights()
 
     def init_weights(self) -> None:
         if self.kernel is not None:
             nn.init.eye_(self.kernel.weight)
-        for shift in (self.query_shift, self.key_shift):
-            if shift is not None:
-                nn.init.zeros_(shift.weight)
 
     def lain_parameters(self) -> List[nn.Parameter]:
         return [p for m in (self.query_shift, self.key_shift) if m is not None for p in m.parameters()]

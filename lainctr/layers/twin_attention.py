@@ -165,12 +165,6 @@ class ConsistentTopKAttention(LengthModulation):
         """(B, n, d_a) -> (B, H, n, h)."""
         return x.view(x.shape[0], -1, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _key_shift(self, length_embedding: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The e_len part of W_h [k; e_len]: (B, 1, d_a), the same for every key of a row (or None)."""
-        if self.W_h.length_linear is None or length_embedding is None:
-            return None
-        return self.W_h.length_linear(length_embedding).unsqueeze(1)
-
     def scores(self, query: torch.Tensor, keys: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """alpha = q_h . k_h / sqrt(h) (+ bias): query (B, H, h), keys (B, n, d_a), bias (B|1, H, n) -> (B, H, n).
 
@@ -185,12 +179,14 @@ class ConsistentTopKAttention(LengthModulation):
     def behaviour_scores(self, query: torch.Tensor, sequence: Optional[torch.Tensor],
                          item_rows: Optional[torch.Tensor], length_embedding: Optional[torch.Tensor],
                          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """alpha of every behaviour (B, H, T), from W_h [k_j; e_len] or, given ``item_rows``, the cache."""
-        if item_rows is None:
-            return self.scores(query, self.W_h(sequence, length_embedding), bias)
-        scores = self.scores(query, F.embedding(item_rows, self.item_cache.keys), bias)   # gather + dot
-        shift = self._key_shift(length_embedding)    # e_len's key term: one score per row, not per key
-        return scores if shift is None else scores + self.scores(query, shift)
+        """alpha of every behaviour (B, H, T), from W_h [k_j; e_len] or, given ``item_rows``, the cache.
+
+        e_len's key term W_he e is the same for every key of a row: its score is added once per row.
+        """
+        keys = self.W_h.linear(sequence) if item_rows is None else F.embedding(item_rows, self.item_cache.keys)
+        scores = self.scores(query, keys, bias)
+        shift = self.W_h.shift(length_embedding)
+        return scores if shift is None else scores + self.scores(query, shift.unsqueeze(1))
 
     def topk_values(self, sequence: Optional[torch.Tensor], item_rows: Optional[torch.Tensor],
                     index: torch.Tensor) -> torch.Tensor:
