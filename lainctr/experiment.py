@@ -111,7 +111,7 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     dataset_id = str(run["dataset_id"])
     dataset_cfg = config_lib.load_dataset_config(dataset_id, config_dir)
     seed = int(run.get("seed", 2026))
-    model_id = f"{expid}_seed{seed}"
+    model_id = f"{expid}_{tag.replace(':', '_')}_seed{seed}" if tag else f"{expid}_seed{seed}"  # runs never share files
     model_root = os.path.normpath(os.path.join(zoo_root(), str(model_kwargs.get("model_root", "checkpoints"))))
     model_kwargs["model_root"] = model_root
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))

@@ -103,3 +103,8 @@ def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
     head = subprocess.run(["git", "-C", os.path.dirname(run_expid.__file__), "rev-parse", "--short=12", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     assert json.loads(rows[0]["versions"])["commit"].split("+")[0] == head  # the code that made the row
+    assert run_expid.main(args + ["--ablation", "wo_prompts"]) == 0
+    with open(results) as fd:
+        ablation = list(csv.DictReader(fd))[-1]
+    assert ablation["tag"] == "ablation:wo_prompts" and "wo_prompts" in ablation["checkpoint"]
+    assert ablation["checkpoint"] != rows[0]["checkpoint"] and os.path.exists(rows[0]["checkpoint"])
