@@ -5,13 +5,13 @@ early stopping on the validation split, evaluates valid and test overall and per
 appends one row to the results CSV (default ``results/results.csv``).
 """
 import argparse
-import os
 import sys
 
-# Busy-waiting OpenMP threads slow CPU training 3-30x when the cores are shared; set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from lainctr.runtime import configure_cpu_runtime
 
-from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after the OpenMP setting)
+configure_cpu_runtime()  # before torch loads: passive OpenMP waiting, malloc that reuses activations
+
+from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after the runtime settings)
 from lainctr.config import ConfigError
 from lainctr.data.validation import DataValidationError
 from lainctr.experiment import DatasetMissingError, run_experiment

@@ -7,7 +7,8 @@ For every model and max_len it prints the loader's samples/s (ours vs the LongCT
 samples), train-step and inference samples/s (ours vs the upstream LongCTR model with the same settings,
 where upstream has the model), peak RSS (and peak GPU memory on CUDA), and for each ``_LAIN`` variant its
 time and parameter ratio to the backbone. Each (model, max_len) runs in its own process, so peak memory is
-that cell's. Times are medians over ``--repeats`` batches after one warm-up batch; every ratio compares
+that cell's; a LAIN variant's time ratio comes from a separate cell that alternates backbone and variant steps
+on the same batches in one process. Times are medians over ``--repeats`` batches after one warm-up batch; every ratio compares
 numbers taken in the same run. Upstream columns are blank when ``model_zoo.LongCTR`` is not installed.
 """
 from __future__ import annotations
@@ -24,9 +25,11 @@ from dataclasses import replace
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the workers, before they load torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
+from lainctr.runtime import configure_cpu_runtime  # noqa: E402
+
+configure_cpu_runtime()  # every worker process runs this too, before it loads torch (ours and upstream alike)
 MODELS = ["DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN"]
 # our config keys that mean the same thing upstream (model name -> extra upstream constructor kwargs)
 SHARED_KEYS = ["embedding_dim", "dnn_hidden_units", "net_dropout", "batch_norm", "learning_rate", "short_seq_len",
@@ -57,6 +60,11 @@ def peak_rss_mb() -> float:
 
 def timed(fn, batches, device) -> float:
     """Median seconds of ``fn(batch)`` over the batches after the first (warm-up)."""
+    return statistics.median(timed_each(fn, batches, device)[1:])
+
+
+def timed_each(fn, batches, device) -> list:
+    """Seconds of every ``fn(batch)`` call."""
     import torch
     times = []
     for batch in batches:
@@ -65,11 +73,61 @@ def timed(fn, batches, device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return times
+
+
+def build_ours(name: str, params: dict, feature_map, gpu: int):
+    """One of our models, seeded, ready for ``train_step`` outside ``fit``."""
+    import torch
+    from lainctr import config
+    from lainctr.registry import get_model
+    torch.manual_seed(0)
+    model_class = get_model(name)
+    _, kwargs = config.split_params(params, model_class.config_keys())
+    model = model_class(feature_map, gpu=gpu, **kwargs)
+    model._batch_index, model._steps_per_epoch, model._max_gradient_norm = 0, 1, 10.0
+    return model
+
+
+def step_functions(model, upstream: bool):
+    """(train_step(batch), infer(batch)) of a model; upstream models take the plain LongCTR tuple."""
+    import torch
+
+    def prepare(batch):
+        return (dict(batch[0]), dict(batch[1]), batch[2]) if upstream else batch
+
+    def train_step(batch):
+        model.train()
+        model.train_step(prepare(batch))
+
+    def infer(batch):
+        model.eval()
+        with torch.no_grad():
+            model.forward(prepare(batch))
+    return train_step, infer
+
+
+def interleaved_overhead(variant, backbone, batches, device, rounds: int) -> dict:
+    """LAIN's time ratio to its backbone, both in this process: each round times one backbone step and one
+    variant step on the same batch (order alternating), so load changes hit both alike; medians of the
+    per-round ratios."""
+    out = {}
+    for phase in ("train", "infer"):
+        ratios = []
+        steps = {name: dict(zip(("train", "infer"), step_functions(m, False)))[phase]
+                 for name, m in (("backbone", backbone), ("variant", variant))}
+        for round_index in range(rounds + 1):
+            batch = batches[round_index % len(batches)]
+            order = ("backbone", "variant") if round_index % 2 == 0 else ("variant", "backbone")
+            seconds = {name: timed_each(steps[name], [batch], device)[0] for name in order}
+            if round_index > 0:                                                   # round 0 warms up
+                ratios.append(seconds["variant"] / seconds["backbone"])
+        out[f"{phase}_ratio"] = statistics.median(ratios)
+    return out
 
 
 def worker(args) -> dict:
-    """One cell: the loader, our model or the upstream model at one max_len."""
+    """One cell: the loader, our model, the upstream model, or a LAIN variant against its backbone."""
     import torch
     from fuxictr.features import FeatureMap
     from lainctr.data.dataset import load_dataset
@@ -97,17 +155,20 @@ def worker(args) -> dict:
                                                           torch.device("cpu"))
         return out
     from lainctr import config
-    from lainctr.registry import get_model
     device = torch.device(f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu")
     params = config.load_config(f"{args.model}_synthetic")
     params.update(max_len=args.max_len, verbose=0, model_root=tempfile.mkdtemp())
     feature_map = FeatureMap("bench", args.data)
     feature_map.load(os.path.join(args.data, "feature_map.json"), {"embedding_dim": params["embedding_dim"], "group_id": "user_index"})
     batches = [loader.make_batch(r) for r in rows]
+    if args.kind == "overhead":
+        backbone_params = config.load_config(f"{args.model[:-len('_LAIN')]}_synthetic")
+        backbone_params.update(max_len=args.max_len, verbose=0, model_root=params["model_root"])
+        return interleaved_overhead(build_ours(args.model, params, feature_map, args.gpu),
+                                    build_ours(args.model[:-len("_LAIN")], backbone_params, feature_map, args.gpu),
+                                    batches, device, args.overhead_rounds)
     if args.kind == "ours":
-        model_class = get_model(args.model)
-        _, kwargs = config.split_params(params, model_class.config_keys())
-        model = model_class(feature_map, gpu=args.gpu, **kwargs)
+        model = build_ours(args.model, params, feature_map, args.gpu)
         inputs = batches
         out = {"params_non_embedding": model.count_parameters(False), "params_lain": model.lain_parameter_count()}
     else:
@@ -117,20 +178,11 @@ def worker(args) -> dict:
         kwargs.update(UPSTREAM_EXTRA.get(args.model, {}))
         model = getattr(module, args.model)(feature_map, gpu=args.gpu, optimizer="adam", loss="binary_crossentropy",
                                             metrics=["AUC"], verbose=0, model_root=params["model_root"], **kwargs)
+        model._batch_index, model._steps_per_epoch, model._max_gradient_norm = 0, 1, 10.0
         inputs = [(dict(b.batch_dict), dict(b.item_dict), b.mask) for b in batches]
         out = {}
-    model._batch_index, model._steps_per_epoch, model._max_gradient_norm = 0, 1, 10.0
     model.optimizer.zero_grad()
-
-    def train_step(batch):
-        model.train()
-        model.train_step(batch if args.kind == "ours" else (dict(batch[0]), dict(batch[1]), batch[2]))
-
-    def infer(batch):
-        model.eval()
-        with torch.no_grad():
-            model.forward(batch if args.kind == "ours" else (dict(batch[0]), dict(batch[1]), batch[2]))
-
+    train_step, infer = step_functions(model, upstream=args.kind != "ours")
     out["train"] = args.batch_size / timed(train_step, inputs, device)
     out["infer"] = args.batch_size / timed(infer, inputs, device)
     out["peak_rss_mb"] = peak_rss_mb()
@@ -142,7 +194,7 @@ def worker(args) -> dict:
 def run_cell(args, kind: str, model: str, max_len: int, data: str, parquet: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--model", model, "--max_len", str(max_len), "--data", data,
            "--parquet", parquet, "--batch_size", str(args.batch_size), "--repeats", str(args.repeats),
-           "--threads", str(args.threads), "--gpu", str(args.gpu)]
+           "--threads", str(args.threads), "--gpu", str(args.gpu), "--overhead_rounds", str(args.overhead_rounds)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -177,6 +229,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gpu", type=int, default=-1)
+    parser.add_argument("--overhead_rounds", type=int, default=20,
+                        help="interleaved backbone/LAIN step pairs per LAIN overhead cell")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument("--upstream_limit", nargs="*", default=["DIEN=1000"],
                         help="MODEL=MAX_LEN: skip slower upstream cells beyond this max_len")
@@ -204,6 +258,8 @@ def main(argv=None) -> None:
             results[("loader", max_len)] = run_cell(args, "loader", "-", max_len, data, parquet)
             for model in args.models:
                 results[(model, max_len)] = run_cell(args, "ours", model, max_len, data, parquet)
+                if model.endswith("_LAIN") and model[:-5] in args.models:
+                    results[(model, max_len, "overhead")] = run_cell(args, "overhead", model, max_len, data, parquet)
                 if not args.no_upstream and not model.endswith("_LAIN") and max_len <= limits.get(model, 10 ** 9):
                     results[(model, max_len, "up")] = run_cell(args, "upstream", model, max_len, data, parquet)
                 print(f"done {model} @ {max_len}: {results[(model, max_len)]} {results.get((model, max_len, 'up'), '')}",
@@ -223,16 +279,18 @@ def main(argv=None) -> None:
                          f"{ratio(ours.get('train'), up.get('train'))} | {fmt(ours.get('infer'))} | {fmt(up.get('infer'))} | "
                          f"{ratio(ours.get('infer'), up.get('infer'))} | {fmt(ours.get('peak_rss_mb'))} | "
                          f"{fmt(ours.get('peak_gpu_mb'))} |" + (f" {note}" if note else ""))
-    lines += ["", "LAIN overhead (variant / backbone): time per train step, time per inference batch, "
-              "non-embedding parameters", "", "| model | max_len | train time | infer time | extra params |",
-              "|---|---|---|---|---|"]
+    lines += ["", f"LAIN overhead (variant / backbone): time per train step and per inference batch (median of "
+              f"{args.overhead_rounds} interleaved step pairs in one process), non-embedding parameters", "",
+              "| model | max_len | train time | infer time | extra params |", "|---|---|---|---|---|"]
     for model in [m for m in args.models if m.endswith("_LAIN") and m[:-5] in args.models]:
         for max_len in args.max_len:
-            lain, base = results[(model, max_len)], results[(model[:-5], max_len)]
-            if "train" in lain and "train" in base:
+            lain, overhead = results[(model, max_len)], results[(model, max_len, "overhead")]
+            if "train_ratio" in overhead and "params_lain" in lain:
                 extra = lain["params_lain"] / max(lain["params_non_embedding"] - lain["params_lain"], 1)
-                lines.append(f"| {model} | {max_len} | {base['train'] / lain['train']:.3f} | "
-                             f"{base['infer'] / lain['infer']:.3f} | +{100 * extra:.2f} % |")
+                lines.append(f"| {model} | {max_len} | {overhead['train_ratio']:.3f} | {overhead['infer_ratio']:.3f} | "
+                             f"+{100 * extra:.2f} % |")
+            else:
+                lines.append(f"| {model} | {max_len} | | | | {overhead.get('error', '') or lain.get('error', '')}")
     report = "\n".join(lines)
     print(report)
     if args.out:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 
-# On a shared host, OpenMP workers that spin-wait after each parallel region steal the cores the main thread
-# needs between them: with 2 threads every model here ran 3-30x slower than with 1. Passive waiting removes
-# that; it must be set before torch loads OpenMP. Set OMP_WAIT_POLICY=ACTIVE to measure the default.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Passive OpenMP waiting and reusing malloc (lainctr/runtime.py), before torch loads. Set
+# OMP_WAIT_POLICY=ACTIVE to measure the OpenMP default.
+from lainctr.runtime import configure_cpu_runtime  # noqa: E402
+
+configure_cpu_runtime()
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402

@@ -15,6 +15,10 @@ import statistics
 import tempfile
 import time
 
+from lainctr.runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before torch loads (see lainctr/runtime.py)
+
 import numpy as np
 import pandas as pd
 import torch

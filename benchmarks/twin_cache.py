@@ -17,6 +17,10 @@ import tempfile
 import time
 from dataclasses import replace
 
+from lainctr.runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before torch loads (see lainctr/runtime.py)
+
 import numpy as np
 import torch
 from fuxictr.features import FeatureMap

@@ -1,9 +1,9 @@
 """Shared fixtures: the tiny synthetic dataset (built once per session), its feature map, batches."""
 import os
 
-# Spinning OpenMP workers made 2-thread runs 3-30x slower on a busy 2-core host (DIN: 156 vs 4,322
-# samples/s); this must be set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from lainctr.runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before torch loads (see lainctr/runtime.py)
 
 import pytest
 import torch

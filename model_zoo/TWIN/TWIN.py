@@ -73,11 +73,20 @@ class TWIN(SequenceCTRModel):
         return (not self.training and not torch.is_grad_enabled() and self.long_attention.item_cache is not None
                 and self._cache_version == self._parameter_versions())
 
-    def train(self, mode: bool = True):
-        if mode and getattr(self, "long_attention", None) is not None:
+    def invalidate_item_cache(self) -> None:
+        if getattr(self, "long_attention", None) is not None:
             self.long_attention.drop_item_cache()
-            self._cache_version = None
+        self._cache_version = None
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.invalidate_item_cache()
         return super().train(mode)
+
+    def compile(self, optimizer, loss, lr: float) -> None:
+        super().compile(optimizer, loss, lr)
+        # fused optimizer kernels update parameters in place without bumping their version counters
+        self.optimizer.register_step_post_hook(lambda *_: self.invalidate_item_cache())
 
     def embed(self, batch: SequenceBatch):
         """With a valid cache the long branch reads projections by item row: embed the short window only."""

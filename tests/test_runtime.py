@@ -1,0 +1,39 @@
+"""The CPU runtime settings of the entry points, and the fused optimizer."""
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from model_checks import build_model
+
+PROBE = ("import os, sys; from lainctr.runtime import configure_cpu_runtime; "
+         "print(configure_cpu_runtime(), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+
+
+def probe(**env) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_WAIT"))}
+    return subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+def test_runtime_sets_malloc_and_passive_openmp_without_loading_torch():
+    assert probe() == ["True", "PASSIVE", "False"]
+
+
+def test_runtime_respects_the_users_settings():
+    assert probe(OMP_WAIT_POLICY="ACTIVE", MALLOC_TRIM_THRESHOLD_="131072") == ["False", "ACTIVE", "False"]
+
+
+@pytest.mark.parametrize("optimizer,fused", [("adam", True), ("AdamW", True), ("SGD", None)])
+def test_adam_uses_the_fused_kernel(optimizer, fused, feature_map, model_kwargs, tiny_batch):
+    model = build_model("DIN_LAIN", feature_map, {**model_kwargs, "optimizer": optimizer})
+    assert model.optimizer.defaults.get("fused") is fused
+    assert len(model.optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
+    model._batch_index, model._steps_per_epoch, model._max_gradient_norm = 0, 1, 10.0   # as fit() sets them
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = model.train_step(tiny_batch)                                   # the (fused) step runs
+    assert any(not bool((p == b).all()) for p, b in zip(model.parameters(), before))
+    assert bool(loss.isfinite())
