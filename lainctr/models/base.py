@@ -272,19 +272,22 @@ class SequenceCTRModel(BaseModel):
         logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()))
         return logs
 
-    def lain_parameter_count(self) -> int:
+    def lain_parameters(self) -> List[nn.Parameter]:
         """Trainable parameters that exist only because of LAIN: the length conditioner, temperatures and
-        every module's ``lain_parameters()`` (0 for a backbone)."""
+        every module's ``lain_parameters()`` (empty for a backbone)."""
         found = {}
         for module in self.modules():
             if isinstance(module, (LengthConditioner, LengthTemperature)):
                 params = module.parameters()
-            elif hasattr(module, "lain_parameters"):
+            elif module is not self and hasattr(module, "lain_parameters"):
                 params = module.lain_parameters()
             else:
                 continue
             found.update({id(p): p for p in params if p.requires_grad})
-        return sum(p.numel() for p in found.values())
+        return list(found.values())
+
+    def lain_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.lain_parameters())
 
     def count_parameters(self, count_embedding: bool = True) -> int:
         """Trainable parameters; without embedding tables when ``count_embedding`` is False."""
