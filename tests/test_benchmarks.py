@@ -1,0 +1,34 @@
+"""The benchmark scripts run end to end and print complete tables (their numbers are not checked here:
+speed is measured with the scripts, not in tests)."""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_benchmark_prints_every_table(tmp_path):
+    out = tmp_path / "bench.md"
+    text = run_script("benchmarks/benchmark.py", "--models", "DIN", "DIN_LAIN", "--max_len", "30", "--repeats", "1",
+                      "--overhead_rounds", "2", "--threads", "1", "--no_upstream", "--out", str(out))
+    number = r"[\d,]+(\.\d+)?"
+    assert re.search(rf"\| 30 \| {number} \|", text)                                   # loader row
+    for model in ("DIN", "DIN_LAIN"):
+        assert re.search(rf"\| {model} \| 30 \| {number} \|\s*\|\s*\| {number} \|", text), model   # train, infer
+    assert re.search(rf"\| DIN_LAIN \| 30 \| {number} \| {number} \| \+{number} % \|", text)   # LAIN overhead
+    assert out.read_text().strip() == text.strip() and (tmp_path / "bench.json").exists()
+
+
+def test_lain_params_covers_every_real_expid():
+    text = run_script("benchmarks/lain_params.py")
+    rows = [line for line in text.splitlines() if re.match(r"\| (kuaivideo|microvideo|ebnerd) \|", line)]
+    assert len(rows) == 15
+    assert all(re.search(r"\| \+[\d,]+ \| \d+\.\d\d % \| .*prompts [\d,]+", row) for row in rows)
