@@ -144,6 +144,31 @@ def test_esu_softmax_uses_exactly_the_retrieval_scores():
     assert torch.equal(out.index.sort(-1).values, top.indices.sort(-1).values)
 
 
+@pytest.mark.parametrize("with_cache", [False, True])
+def test_history_no_longer_than_topk_skips_the_selection(with_cache):
+    """T <= k retrieves everything without top-k or gathers; it must equal the selection path, which the
+    same rows take once left padding makes them wider than k."""
+    torch.manual_seed(0)
+    attention = ConsistentTopKAttention(6, 8, 2, topk=8)
+    items = torch.randn(30, 6)
+    rows = torch.randint(1, 30, (4, 8))
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    mask[1, :5] = mask[2, :8] = False                                        # a short row and an empty row
+    rows = rows * mask
+    target = torch.randn(4, 6)
+    if with_cache:
+        attention.build_item_cache(items)
+    padded_rows = torch.cat([torch.zeros(4, 3, dtype=torch.long), rows], 1)
+    padded_mask = torch.cat([torch.zeros(4, 3, dtype=torch.bool), mask], 1)
+    with torch.no_grad():
+        short = attention(target, None if with_cache else items[rows], mask, item_rows=rows if with_cache else None)
+        wide = attention(target, None if with_cache else items[padded_rows], padded_mask,
+                         item_rows=padded_rows if with_cache else None)
+    assert short.index.shape[-1] == 8 and torch.equal(short.index[0, 0], torch.arange(8))
+    torch.testing.assert_close(short.pooled, wide.pooled, atol=1e-6, rtol=1e-6)
+    assert torch.equal(short.selected, mask.unsqueeze(1).expand(-1, 2, -1))
+
+
 # ----- LAIN inside the top-k attention ---------------------------------------------------------------
 def lain_condition(batch_size: int, dim: int, length: float = 20.0, prompts: int = 3) -> BranchCondition:
     generator = torch.Generator().manual_seed(3)

@@ -201,6 +201,12 @@ class ConsistentTopKAttention(LengthModulation):
         weight = self.W_v.weight.view(self.num_heads, self.head_dim, dim)     # head h's rows of W_v
         return torch.einsum("bhkd,hed->bhke", tokens, weight)
 
+    def all_values(self, sequence: Optional[torch.Tensor], item_rows: Optional[torch.Tensor]) -> torch.Tensor:
+        """W_v k_j of every behaviour: (B, H, T, h)."""
+        if item_rows is not None:
+            return self.item_cache.values[item_rows].transpose(1, 2)
+        return self._heads(self.W_v(sequence))
+
     def forward(self, target: torch.Tensor, sequence: Optional[torch.Tensor], mask: torch.Tensor,
                 condition: Optional[BranchCondition] = None, bias: Optional[torch.Tensor] = None,
                 item_rows: Optional[torch.Tensor] = None) -> TopKAttentionOutput:
@@ -216,9 +222,14 @@ class ConsistentTopKAttention(LengthModulation):
         e = condition.length_embedding if condition is not None else None
         query = self._heads(self.W_q(target.unsqueeze(1), e)).squeeze(2)     # B x H x h
         scores = self.behaviour_scores(query, sequence, item_rows, e, bias)  # B x H x T
-        index, _, selected = masked_topk(scores, mask, self.topk)              # tau never touches the ranking
-        logits = torch.gather(scores, -1, index)                              # finite even where not selected
-        values = self.topk_values(sequence, item_rows, index)
+        if scores.shape[-1] <= self.topk:       # every behaviour is retrieved: no selection, no gathers
+            index = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
+            selected, logits = mask.unsqueeze(1).expand_as(scores), scores
+            values = self.all_values(sequence, item_rows)
+        else:
+            index, _, selected = masked_topk(scores, mask, self.topk)          # tau never touches the ranking
+            logits = torch.gather(scores, -1, index)                          # finite even where not selected
+            values = self.topk_values(sequence, item_rows, index)
         valid = selected
         if condition is not None and condition.prompts is not None:          # appended after retrieval
             prompts = condition.prompts
