@@ -97,6 +97,27 @@ def test_key_side_shift_cancels_in_dot_product_attention():
     torch.testing.assert_close(w1, w2)
 
 
+@pytest.mark.parametrize("activation", ["ReLU", "Dice"])
+def test_din_length_shifts_equal_the_explicit_concatenation(activation):
+    """DIN's LMA: scoring with q' = q + W_qe e and k' = k + W_ke e folded into the first layer equals the MLP
+    on the explicit [q', k', q' - k', q' * k'] of every key, and the softmax uses those scores."""
+    torch.manual_seed(4)
+    layer = DINAttention(D, (8,), activation, length_dim=5).eval()
+    for shift in (layer.query_shift, layer.key_shift):
+        torch.nn.init.normal_(shift.weight)
+    target, seq, e = torch.randn(3, D), torch.randn(3, 7, D), torch.randn(3, 5)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, :4] = False
+    q, k = target + layer.query_shift(e), seq + layer.key_shift(e).unsqueeze(1)
+    q = q.unsqueeze(1).expand_as(k)
+    explicit = layer.scorer(torch.cat([q, k, q - k, q * k], -1).view(-1, 4 * D)).view(3, 7)
+    condition = BranchCondition(torch.full((3,), 7.0), None, e)
+    with torch.no_grad():
+        pooled, weights = layer(target, seq, mask, condition)
+    torch.testing.assert_close(layer.score(target + layer.query_shift(e), seq, layer.key_shift(e)), explicit)
+    torch.testing.assert_close(weights[:, 0], torch.softmax(explicit.masked_fill(~mask, -1e30), -1) * mask)
+
+
 def test_temperature_flattens_short_rows():
     layer = MultiHeadTargetAttention(D, 16, 1, temperature=True)
     torch.manual_seed(3)
