@@ -281,13 +281,22 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
 
 
+def headline_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the plain expids only (backbones and full LAIN models): ablation variants and other tagged
+    runs have their own tables and would crowd the plots."""
+    return frame[frame["variant"].isin(["", "full"])]
+
+
 def make_plots(runs: pd.DataFrame, boards: Dict[str, pd.DataFrame], out: str, split: str = "test",
                search_dirs: Sequence[str] = ()) -> Dict[str, List[Tuple[str, str]]]:
-    """Write the PNGs of every dataset under ``out/plots``; returns ``{dataset: [(title, relative path)]}``."""
+    """Write the PNGs of every dataset under ``out/plots`` (plain expids only, see :func:`headline_runs`);
+    returns ``{dataset: [(title, relative path)]}``."""
     from .analysis import plots as plot_lib
 
     made: Dict[str, List[Tuple[str, str]]] = {}
+    runs = headline_runs(runs)
     for dataset_id, table in boards.items():
+        table = headline_runs(table)
         slug = _slug(dataset_id)
         entries = []
         for metric, name, title in (("AUC", "bucket_auc", f"{dataset_id}: {split} AUC by length bucket"),

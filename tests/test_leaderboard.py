@@ -50,6 +50,15 @@ def test_tagged_runs_are_their_own_variant():
     assert aggregate.variant_of("", "{}", False) == ""
 
 
+def test_plots_show_only_the_plain_expids(runs):
+    """Ablation variants have their own tables; in the bar and curve plots they would bury the comparison."""
+    summary = aggregate.summarize(runs)
+    for frame in (runs, summary):
+        kept = leaderboard.headline_runs(frame)
+        assert set(kept["variant"]) == {"", "full"}
+        assert len(frame) > len(kept) and "wo_prompts" in set(frame["variant"])
+
+
 def test_mean_and_std_over_seeds(runs):
     summary = aggregate.summarize(runs)
     base = _group(summary, "DIN_synthetic")
