@@ -155,11 +155,11 @@ def worker(args) -> dict:
                                                           torch.device("cpu"))
         return out
     from lainctr import config
+    from lainctr.experiment import load_feature_map
     device = torch.device(f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu")
     params = config.load_config(f"{args.model}_synthetic")
     params.update(max_len=args.max_len, verbose=0, model_root=tempfile.mkdtemp())
-    feature_map = FeatureMap("bench", args.data)
-    feature_map.load(os.path.join(args.data, "feature_map.json"), {"embedding_dim": params["embedding_dim"], "group_id": "user_index"})
+    feature_map = load_feature_map("bench", args.data, params)
     batches = [loader.make_batch(r) for r in rows]
     if args.kind == "overhead":
         backbone_params = config.load_config(f"{args.model[:-len('_LAIN')]}_synthetic")

@@ -22,8 +22,8 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 
 from data_preprocess import longctr_parquet  # noqa: E402
 from fixtures_formats import write_longctr, write_longctr_ebnerd  # noqa: E402
-from fuxictr.features import FeatureMap  # noqa: E402
 from lainctr import config  # noqa: E402
+from lainctr.experiment import load_feature_map  # noqa: E402
 from lainctr.registry import get_model  # noqa: E402
 
 DATASETS = {"kuaivideo": ("KuaiVideo_x2", write_longctr), "microvideo": ("MicroVideo1.7M_x2", write_longctr),
@@ -36,9 +36,7 @@ def build(expid: str, data_dir: str, model_root: str):
     params.update(model_root=model_root, verbose=0)
     model_class = get_model(str(params["model"]))
     _, kwargs = config.split_params(params, model_class.config_keys())
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(os.path.join(data_dir, "feature_map.json"), {"embedding_dim": params["embedding_dim"]})
-    return model_class(feature_map, **kwargs)
+    return model_class(load_feature_map(str(params["dataset_id"]), data_dir, params), **kwargs)
 
 
 def lain_breakdown(model) -> Counter:
