@@ -112,10 +112,10 @@ def interleaved_overhead(variant, backbone, batches, device, rounds: int) -> dic
     variant step on the same batch (order alternating), so load changes hit both alike; medians of the
     per-round ratios."""
     out = {}
-    for phase in ("train", "infer"):
+    functions = {"backbone": step_functions(backbone, False), "variant": step_functions(variant, False)}
+    for phase_index, phase in enumerate(("train", "infer")):
         ratios = []
-        steps = {name: dict(zip(("train", "infer"), step_functions(m, False)))[phase]
-                 for name, m in (("backbone", backbone), ("variant", variant))}
+        steps = {name: pair[phase_index] for name, pair in functions.items()}
         for round_index in range(rounds + 1):
             batch = batches[round_index % len(batches)]
             order = ("backbone", "variant") if round_index % 2 == 0 else ("variant", "backbone")
