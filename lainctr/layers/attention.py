@@ -50,6 +50,7 @@ class LengthTemperature(nn.Module):
         self.raw_gamma = nn.Parameter(torch.empty(()))
         self.raw_beta = nn.Parameter(torch.empty(()))
         self.pivot = nn.Parameter(torch.empty(()), requires_grad=learn_pivot)
+        self.table: Optional[torch.Tensor] = None          # inference table of tau(L), see tabulate()
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -63,6 +64,20 @@ class LengthTemperature(nn.Module):
         """length: (B,) float -> tau: (B,) in [1, 1 + gamma]."""
         gamma, beta = F.softplus(self.raw_gamma), F.softplus(self.raw_beta)
         return 1.0 + gamma * torch.sigmoid(-beta * (length - self.pivot))
+
+    @torch.no_grad()
+    def tabulate(self, max_length: int, device: torch.device) -> None:
+        """tau(L) for every L in [0, max_length], for inference (see ``BranchCondition.table_rows``)."""
+        self.table = self(torch.arange(max_length + 1, device=device, dtype=torch.float))
+
+    def drop_table(self) -> None:
+        self.table = None
+
+    def of(self, condition: BranchCondition) -> torch.Tensor:
+        """tau (B,) of a branch condition: read from the table when the condition carries table rows."""
+        if condition.table_rows is not None:
+            return self.table[condition.table_rows]
+        return self(condition.length)
 
 
 class LengthShift(nn.Linear):
@@ -118,7 +133,7 @@ class LengthModulation(nn.Module):
         """logits: (B, ..., n) divided by tau(L) of each row (unchanged without a condition)."""
         if self.temperature is None or condition is None:
             return logits
-        tau = self.temperature(condition.length)
+        tau = self.temperature.of(condition)
         return logits / tau.view(-1, *([1] * (logits.dim() - 1)))
 
 

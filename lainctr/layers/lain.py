@@ -6,13 +6,17 @@
 * :class:`LengthConditioner`: runs the above once per batch and hands every branch a
   :class:`BranchCondition` (L, prompts, e_len) that its attentions use for LMA (see ``attention.py``).
 
+Everything LAIN derives from L (h_len, prompts, e_len, the temperatures) depends on the integer L alone. In
+inference the model therefore evaluates it once for every L up to max_len and reads a batch's rows from
+these tables (``SequenceCTRModel.ensure_length_tables``); training computes it per batch, with gradients.
+
 Spec: ``shared/docs/LAIN_SPEC.md`` (section 3; readings of the ambiguities in section 4).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -81,10 +85,13 @@ class BranchCondition(NamedTuple):
         length: (B,) float, L.
         prompts: (B, k, d) prompt tokens, or None.
         length_embedding: (B, d_e) e_len for query/key conditioning, or None.
+        table_rows: (B,) long, the rows of the per-length inference tables (= L), or None when every
+            length-dependent term is computed from ``length`` (training, or no tables built).
     """
     length: torch.Tensor
     prompts: Optional[torch.Tensor]
     length_embedding: Optional[torch.Tensor]
+    table_rows: Optional[torch.Tensor] = None
 
 
 class SpectralLengthEncoder(nn.Module):
@@ -155,6 +162,11 @@ class LengthConditionedPrompts(nn.Module):
 class LengthConditioner(nn.Module):
     """Computes, once per batch, the :class:`BranchCondition` of every behaviour branch.
 
+    Everything it computes depends on the integer L alone (row by row: no batch statistics), so for inference
+    :meth:`tabulate` can evaluate it once for every L up to the batch width, and a batch then reads its rows
+    with one gather (``forward(..., tabulated=True)``) instead of running the length encoder and the prompt
+    MLP. The owner must rebuild the table after any parameter change (``SequenceCTRModel`` does).
+
     Args:
         config: the LAIN switches.
         token_dim: d, the width of behaviour tokens (and of prompts).
@@ -178,6 +190,13 @@ class LengthConditioner(nn.Module):
             for name in prompt_sets})
         self.length_projection = (nn.Linear(token_dim, config.length_embedding_dim)
                                   if config.use_qk_conditioning and config.length_embedding_dim else None)
+        self.table: Optional[torch.Tensor] = None          # inference table of length_terms, see tabulate()
+        self.table_layout: List[Tuple[str, int, torch.Size]] = []
+
+    @property
+    def tabulable(self) -> bool:
+        """Whether L is bounded by the batch width (``visible`` lengths), so a per-length table can serve it."""
+        return self.config.length_source == "visible"
 
     def sequence_length(self, mask: torch.Tensor, history_length: torch.Tensor) -> torch.Tensor:
         """L per sample (B,) float: visible behaviours of the long branch, or the raw ``seq_len``."""
@@ -185,27 +204,58 @@ class LengthConditioner(nn.Module):
             return history_length.to(mask.device).float()
         return mask.float().sum(-1)
 
-    def forward(self, mask: torch.Tensor, history_length: torch.Tensor) -> Dict[str, Optional[BranchCondition]]:
+    def length_terms(self, length: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The per-row outputs for lengths (N,): ``embedding`` (N, d_e) and ``prompts:<set>`` (N, k, d)."""
+        state = self.length_encoder(length) if self.length_encoder is not None else None
+        terms = {f"prompts:{name}": generator(state) for name, generator in self.prompt_generators.items()}
+        if self.config.use_qk_conditioning:
+            terms["embedding"] = self.length_projection(state) if self.length_projection is not None else state
+        return terms
+
+    @torch.no_grad()
+    def tabulate(self, max_length: int, device: torch.device) -> None:
+        """Evaluate :meth:`length_terms` for every L in [0, max_length] into one (max_length + 1, width) table."""
+        terms = self.length_terms(torch.arange(max_length + 1, device=device, dtype=torch.float))
+        self.table = torch.cat([t.reshape(max_length + 1, -1) for t in terms.values()]
+                               or [torch.zeros(max_length + 1, 0, device=device)], dim=1)
+        self.table_layout, start = [], 0
+        for name, value in terms.items():
+            self.table_layout.append((name, start, value.shape[1:]))
+            start += value[0].numel()
+
+    def table_length(self) -> int:
+        """The largest L the current table covers (-1 without a table)."""
+        return self.table.shape[0] - 1 if self.table is not None else -1
+
+    def drop_table(self) -> None:
+        self.table = None
+
+    def lookup(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """:meth:`length_terms` of the lengths ``rows`` (B,) long, read from the table."""
+        values = nn.functional.embedding(rows, self.table)
+        return {name: values[:, start:start + shape.numel()].view(-1, *shape)
+                for name, start, shape in self.table_layout}
+
+    def forward(self, mask: torch.Tensor, history_length: torch.Tensor,
+                tabulated: bool = False) -> Dict[str, Optional[BranchCondition]]:
         """
         Args:
             mask: (B, T) long-branch mask (True/1 = real behaviour); history_length: (B,) raw seq_len.
+            tabulated: read the terms from the table (built by :meth:`tabulate` up to at least T).
         Returns:
             ``{branch: BranchCondition or None}`` (None = the branch runs as the plain backbone).
         """
         length = self.sequence_length(mask, history_length)
-        state = self.length_encoder(length) if self.length_encoder is not None else None
-        embedding = None
-        if self.config.use_qk_conditioning:
-            embedding = self.length_projection(state) if self.length_projection is not None else state
-        shared = self.prompt_generators["shared"](state) if "shared" in self.prompt_generators else None
+        rows = length.long() if tabulated else None
+        terms = self.lookup(rows) if tabulated else self.length_terms(length)
+        embedding = terms.get("embedding")
         conditions: Dict[str, Optional[BranchCondition]] = {}
         for branch in ("long", "short"):
             if branch not in self.branches:
                 conditions[branch] = None
                 continue
-            prompts = shared if shared is not None or not self.config.use_prompts \
-                else self.prompt_generators[branch](state)
-            conditions[branch] = BranchCondition(length, prompts, embedding)
+            prompts = terms.get("prompts:shared", terms.get(f"prompts:{branch}"))
+            conditions[branch] = BranchCondition(length, prompts, embedding, rows)
         return conditions
 
 

@@ -84,6 +84,8 @@ class SequenceCTRModel(BaseModel):
         self.capture_attention = False
         self.attention_records: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         self.training_history: List[Dict[str, float]] = []
+        self._length_table_modules: List[nn.Module] = []   # set by build_head, once every layer exists
+        self._length_tables_version: Optional[tuple] = None
         self._loss_sum, self._loss_count = 0.0, 0
 
     # ----- construction helpers for subclasses -------------------------------------------------
@@ -102,6 +104,8 @@ class SequenceCTRModel(BaseModel):
         """The final MLP over [context, target, interests]; call once all layers exist, it also compiles."""
         self.dnn = MLP_Block(input_dim=self.context_dim + self.token_dim + interest_dim, output_dim=1,
                              output_activation=self.output_activation, **self._head_config)
+        self._length_table_modules = [m for m in self.modules()
+                                      if isinstance(m, (LengthConditioner, LengthTemperature))]
         self.compile(self._optimizer_name, self._loss_name, self._learning_rate)
         self.reset_parameters()
         self.model_to_device()
@@ -109,10 +113,53 @@ class SequenceCTRModel(BaseModel):
     def compile(self, optimizer, loss, lr: float) -> None:
         """FuxiCTR's ``compile``, except that Adam and AdamW use torch's fused kernel: one update for all
         parameters instead of about ten small ops per parameter tensor (the same update up to float
-        rounding; the step of DIN at max_len 200 on CPU got 2 ms faster)."""
+        rounding; the step of DIN at max_len 200 on CPU got 2 ms faster). Every optimizer step drops the
+        inference caches: fused kernels update parameters in place without bumping their version counters."""
         super().compile(optimizer, loss, lr)
         if type(self.optimizer) in (torch.optim.Adam, torch.optim.AdamW):
             self.optimizer = type(self.optimizer)(self.parameters(), lr=lr, fused=True)
+        self.optimizer.register_step_post_hook(lambda *_: self.invalidate_inference_caches())
+
+    # ----- inference caches ------------------------------------------------------------------
+    def inference_mode(self) -> bool:
+        """Eval mode without autograd: the parameters are fixed, so values computed from them can be reused."""
+        return not self.training and not torch.is_grad_enabled()
+
+    @staticmethod
+    def parameter_versions(parameters) -> tuple:
+        """What identifies the current values of ``parameters``: an in-place update (load_state_dict, init)
+        bumps ``_version``; a replaced or moved tensor (``.to(device)``) has new storage."""
+        return tuple((p.data_ptr(), p._version) for p in parameters)
+
+    def invalidate_inference_caches(self) -> None:
+        """Drop every value cached from the parameters (after each optimizer step and on ``train()``)."""
+        self._length_tables_version = None
+        for module in self.length_table_modules():
+            module.drop_table()
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.invalidate_inference_caches()
+        return super().train(mode)
+
+    def length_table_modules(self) -> List[nn.Module]:
+        """The modules whose outputs depend on L alone (length conditioner, temperatures): their
+        per-length tables serve inference."""
+        return self._length_table_modules
+
+    def ensure_length_tables(self, width: int) -> None:
+        """Build the per-length tables of LAIN's terms for every L up to max(max_len, width), unless current.
+
+        The tables hold the length encoder's, the prompt generators' and the temperatures' outputs; with them
+        an inference batch reads its rows with one gather instead of running those modules.
+        """
+        modules = self.length_table_modules()
+        versions = self.parameter_versions(p for m in modules for p in m.parameters())
+        if versions == self._length_tables_version and self.length_conditioner.table_length() >= width:
+            return
+        for module in modules:
+            module.tabulate(max(width, self.max_len), self.device)
+        self._length_tables_version = versions
 
     @classmethod
     def config_keys(cls) -> set:
@@ -139,10 +186,14 @@ class SequenceCTRModel(BaseModel):
         return context_emb, tokens, mask, batch.history_length.to(self.device)
 
     def length_conditions(self, mask: torch.Tensor, history_length: torch.Tensor) -> Dict[str, Optional[BranchCondition]]:
-        """LAIN's per-branch conditions for this batch (all None for a plain backbone)."""
+        """LAIN's per-branch conditions for this batch (all None for a plain backbone); in inference mode
+        read from per-length tables (see :meth:`ensure_length_tables`)."""
         if self.length_conditioner is None:
             return {b: None for b in ("long", "short")}
-        return self.length_conditioner(mask, history_length)
+        tabulated = self.inference_mode() and self.length_conditioner.tabulable
+        if tabulated:
+            self.ensure_length_tables(mask.shape[1])
+        return self.length_conditioner(mask, history_length, tabulated)
 
     def short_window(self, history: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The last S - 1 behaviours and *their own* mask (LongCTR's mask is shifted by one here).

@@ -49,16 +49,11 @@ class TWIN(SequenceCTRModel):
         self.build_head(self.token_dim * (2 if use_short_branch else 1))
 
     # ----- inference cache of the item projections ----------------------------------------------
-    def _parameter_versions(self) -> tuple:
-        # an in-place update (optimizer step, load_state_dict, init) bumps _version; a replaced or moved
-        # tensor (load_state_dict(assign=True), .to(device)) has new storage
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
-
     def precompute_item_projections(self, item_table: Dict[str, torch.Tensor]) -> None:
         """Cache W_h k and W_v k of every item row (``dataset.item_table``: {feature: (N, ...)}, row 0 = padding).
 
-        The cache is used only in eval mode without autograd and while no parameter has changed since;
-        ``train()`` drops it, and any optimizer step or weight load makes it stale (then ignored).
+        The cache is used only in inference mode (eval, no autograd) and while no parameter has changed since;
+        ``train()`` and every optimizer step drop it, and a weight load makes it stale (then ignored).
         """
         missing = [f for f in self.item_features if f not in item_table]
         if missing:
@@ -67,26 +62,16 @@ class TWIN(SequenceCTRModel):
             rows = {f: item_table[f].to(self.device) for f in self.item_features}
             tokens = self.embedding_layer(rows, flatten_emb=True).view(-1, self.token_dim)
             self.long_attention.build_item_cache(tokens)
-        self._cache_version = self._parameter_versions()
+        self._cache_version = self.parameter_versions(self.parameters())
 
     def item_cache_valid(self) -> bool:
-        return (not self.training and not torch.is_grad_enabled() and self.long_attention.item_cache is not None
-                and self._cache_version == self._parameter_versions())
+        return (self.inference_mode() and self.long_attention.item_cache is not None
+                and self._cache_version == self.parameter_versions(self.parameters()))
 
-    def invalidate_item_cache(self) -> None:
-        if getattr(self, "long_attention", None) is not None:
-            self.long_attention.drop_item_cache()
+    def invalidate_inference_caches(self) -> None:
+        super().invalidate_inference_caches()
+        self.long_attention.drop_item_cache()
         self._cache_version = None
-
-    def train(self, mode: bool = True):
-        if mode:
-            self.invalidate_item_cache()
-        return super().train(mode)
-
-    def compile(self, optimizer, loss, lr: float) -> None:
-        super().compile(optimizer, loss, lr)
-        # fused optimizer kernels update parameters in place without bumping their version counters
-        self.optimizer.register_step_post_hook(lambda *_: self.invalidate_item_cache())
 
     def embed(self, batch: SequenceBatch):
         """With a valid cache the long branch reads projections by item row: embed the short window only."""
