@@ -177,16 +177,23 @@ class ConsistentTopKAttention(LengthModulation):
         return scores if bias is None else scores + bias
 
     def behaviour_scores(self, query: torch.Tensor, sequence: Optional[torch.Tensor],
-                         item_rows: Optional[torch.Tensor], length_embedding: Optional[torch.Tensor],
+                         item_rows: Optional[torch.Tensor], key_shift_score: Optional[torch.Tensor] = None,
                          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """alpha of every behaviour (B, H, T), from W_h [k_j; e_len] or, given ``item_rows``, the cache.
 
-        e_len's key term W_he e is the same for every key of a row: its score is added once per row.
+        e_len's key term W_he e is the same for every key of a row: its score ``key_shift_score`` (B, H, 1)
+        (see :meth:`key_shift_score`) is added once per row.
         """
         keys = self.W_h.linear(sequence) if item_rows is None else F.embedding(item_rows, self.item_cache.keys)
         scores = self.scores(query, keys, bias)
-        shift = self.W_h.shift(length_embedding)
-        return scores if shift is None else scores + self.scores(query, shift.unsqueeze(1))
+        return scores if key_shift_score is None else scores + key_shift_score
+
+    def key_shift_score(self, query: torch.Tensor, condition: Optional[BranchCondition]) -> Optional[torch.Tensor]:
+        """q_h . (W_he e)_h / sqrt(h): (B, H, 1), the score every key of a row gets from e_len (None without it)."""
+        shift = self.W_h.shift(condition.length_embedding if condition is not None else None)
+        if shift is None:
+            return None
+        return (query * shift.view(query.shape)).sum(-1, keepdim=True) / math.sqrt(self.head_dim)
 
     def topk_values(self, sequence: Optional[torch.Tensor], item_rows: Optional[torch.Tensor],
                     index: torch.Tensor) -> torch.Tensor:
@@ -221,7 +228,8 @@ class ConsistentTopKAttention(LengthModulation):
             raise RuntimeError("item_rows given but no item cache: call build_item_cache first")
         e = condition.length_embedding if condition is not None else None
         query = self._heads(self.W_q(target.unsqueeze(1), e)).squeeze(2)     # B x H x h
-        scores = self.behaviour_scores(query, sequence, item_rows, e, bias)  # B x H x T
+        key_shift_score = self.key_shift_score(query, condition)            # B x H x 1, or None
+        scores = self.behaviour_scores(query, sequence, item_rows, key_shift_score, bias)  # B x H x T
         if scores.shape[-1] <= self.topk:       # every behaviour is retrieved: no selection, no gathers
             index = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
             selected, logits = mask.unsqueeze(1).expand_as(scores), scores
@@ -233,7 +241,9 @@ class ConsistentTopKAttention(LengthModulation):
         valid = selected
         if condition is not None and condition.prompts is not None:          # appended after retrieval
             prompts = condition.prompts
-            prompt_scores = self.scores(query, self.W_h(prompts, e))
+            prompt_scores = self.scores(query, self.W_h.linear(prompts))
+            if key_shift_score is not None:
+                prompt_scores = prompt_scores + key_shift_score
             logits = torch.cat([logits, prompt_scores], dim=-1)
             values = torch.cat([values, self._heads(self.W_v(prompts))], dim=2)
             valid = torch.cat([selected, selected.new_ones(prompt_scores.shape)], dim=-1)
