@@ -122,6 +122,25 @@ def test_next_behaviour_loss_uses_consecutive_real_behaviours_only():
     torch.testing.assert_close(loss(states2, tokens, real), a)
 
 
+def test_next_behaviour_loss_is_the_bce_of_the_scorer_on_concatenations():
+    """The split first layer equals the scorer on [h_t; e_{t+1}] and [h_t; e'] (same negatives)."""
+    torch.manual_seed(0)
+    loss = NextBehaviourLoss(4, 3, (8,))
+    states, tokens = torch.randn(3, 6, 4), torch.randn(3, 6, 3)
+    real = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]]) > 0
+    torch.manual_seed(5)
+    value = loss(states, tokens, real)
+    pairs = real[:, :-1] & real[:, 1:]
+    state, positive, pool = states[:, :-1][pairs], tokens[:, 1:][pairs], tokens[real]
+    torch.manual_seed(5)
+    negative = pool[torch.randint(pool.shape[0], (state.shape[0],))]
+    explicit = (torch.nn.functional.binary_cross_entropy_with_logits(
+                    loss.scorer(torch.cat([state, positive], -1)), torch.ones(state.shape[0], 1))
+                + torch.nn.functional.binary_cross_entropy_with_logits(
+                    loss.scorer(torch.cat([state, negative], -1)), torch.zeros(state.shape[0], 1)))
+    torch.testing.assert_close(value, explicit)
+
+
 # ----- models ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,extra", [("DIEN", {}), ("DIEN", {"attention_type": "bilinear_attention"}),
                                         ("DIEN", {"attention_type": "dot_attention", "use_short_branch": False}),

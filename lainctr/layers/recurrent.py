@@ -214,6 +214,11 @@ class NextBehaviourLoss(nn.Module):
         positive = tokens[:, 1:][pairs]                                   # P x d
         pool = tokens[real]
         negative = pool[torch.randint(pool.shape[0], (state.shape[0],), device=pool.device)]
-        logits = self.scorer(torch.cat([torch.cat([state, positive], -1), torch.cat([state, negative], -1)], 0))
-        labels = torch.cat([logits.new_ones(state.shape[0], 1), logits.new_zeros(state.shape[0], 1)], 0)
-        return 2.0 * F.binary_cross_entropy_with_logits(logits, labels)
+        # first layer W [h; e] = W_h h + W_e e: the state's part once for its positive and its negative,
+        # and no (2P, H + d) concatenation (the rest of the scorer acts row by row)
+        first, rest = self.scorer.mlp[0], self.scorer.mlp[1:]
+        w_state, w_item = first.weight.split([state.shape[-1], positive.shape[-1]], dim=1)
+        per_state = F.linear(state, w_state, first.bias)                  # P x h
+        positive_logits = rest(torch.addmm(per_state, positive, w_item.t()))
+        negative_logits = rest(torch.addmm(per_state, negative, w_item.t()))
+        return -(F.logsigmoid(positive_logits).mean() + F.logsigmoid(-negative_logits).mean())
