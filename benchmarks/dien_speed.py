@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 
-# Passive OpenMP waiting and reusing malloc (lainctr/runtime.py), before torch loads. Set
-# OMP_WAIT_POLICY=ACTIVE to measure the OpenMP default.
+# Short OpenMP spinning and reusing malloc (lainctr/runtime.py), before torch loads. Set
+# OMP_WAIT_POLICY / GOMP_SPINCOUNT yourself to measure other settings.
 from lainctr.runtime import configure_cpu_runtime  # noqa: E402
 
 configure_cpu_runtime()
@@ -103,7 +103,8 @@ def main(argv=None) -> None:
         seq_len = dataset.splits["train"]["seq_len"]
         rows = np.argsort(-seq_len, kind="stable")[:args.batches * args.batch_size]
         print(f"DIEN speed: batch {args.batch_size}, {args.threads} threads "
-              f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}, "
+              f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}), "
+              f"torch {torch.__version__}, "
               f"longest-history train samples (seq_len {seq_len[rows].min()}..{seq_len[rows].max()})")
         variants = {"DIEN": dict(model="DIEN"), "DIEN lean": dict(model="DIEN", use_auxiliary_loss=False,
                                                                    use_short_branch=False),

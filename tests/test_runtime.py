@@ -9,22 +9,24 @@ import pytest
 from model_checks import build_model
 
 PROBE = ("import os, sys; from lainctr.runtime import configure_cpu_runtime; "
-         "print(configure_cpu_runtime(), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+         "print(configure_cpu_runtime(), os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
+         "'torch' in sys.modules)")
 
 
 def probe(**env) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_WAIT"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_WAIT", "GOMP_"))}
     return subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
                           check=True).stdout.split()
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
-def test_runtime_sets_malloc_and_passive_openmp_without_loading_torch():
-    assert probe() == ["True", "PASSIVE", "False"]
+def test_runtime_sets_malloc_and_short_openmp_spinning_without_loading_torch():
+    assert probe() == ["True", "PASSIVE", "1000", "False"]
 
 
 def test_runtime_respects_the_users_settings():
-    assert probe(OMP_WAIT_POLICY="ACTIVE", MALLOC_TRIM_THRESHOLD_="131072") == ["False", "ACTIVE", "False"]
+    assert probe(OMP_WAIT_POLICY="ACTIVE", MALLOC_TRIM_THRESHOLD_="131072") == ["False", "ACTIVE", "None", "False"]
+    assert probe(GOMP_SPINCOUNT="0") == ["True", "None", "0", "False"]
 
 
 @pytest.mark.parametrize("optimizer,fused", [("adam", True), ("AdamW", True), ("SGD", None)])
