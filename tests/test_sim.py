@@ -57,6 +57,21 @@ def test_topk_never_returns_padding_while_real_behaviours_remain(extra, feature_
             assert torch.equal(index[row][selected[row]], expected)
 
 
+@pytest.mark.parametrize("extra", [{}, HARD])
+def test_history_no_longer_than_topk_skips_the_selection(extra, feature_map, model_kwargs, tiny_batch):
+    """With T <= topk everything is retrieved in place; the prediction equals the top-k path, which the same
+    rows take once left padding makes them wider than topk."""
+    width = tiny_batch.mask.shape[1]
+    model = build_model("SIM", feature_map, model_kwargs, **extra, topk=width)
+    mask = tiny_batch.mask > 0
+    scores = torch.randint(0, 2, mask.shape).float()          # hard search: 1 = same category
+    history = torch.randn(*mask.shape, 3)
+    index, retrieved, selected = model.retrieve(scores, history, mask)
+    assert torch.equal(index[0], torch.arange(width)) and torch.equal(retrieved, history)
+    assert torch.equal(selected, mask & (scores >= 1) if extra else mask)
+    assert_padding_invariant(model, tiny_batch, extra=9)    # 9 more columns: the top-k path
+
+
 def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
     batch = truncate(tiny_batch, [0, 1, 2])
     for name, extra in (("SIM", {}), ("SIM", HARD), ("SIM_LAIN", {}), ("SIM_LAIN", HARD)):

@@ -104,8 +104,14 @@ class SIM(SequenceCTRModel):
                  mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k: positions (B, k), tokens (B, k, d) and mask (B, k) (False = no real behaviour there).
 
-        k = min(topk, T). Hard search keeps only matching behaviours, the most recent first.
+        k = min(topk, T). Hard search keeps only matching behaviours, the most recent first. With T <= topk
+        every position is retrieved, in place: no selection and no gather (the ESU's attention does not
+        depend on the order of its set).
         """
+        if scores.shape[-1] <= self.topk:
+            index = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
+            selected = mask & (scores >= 1) if self.gsu_mode == "hard" else mask
+            return index, history, selected
         if self.gsu_mode == "hard":
             # explicit recency term in [0, 0.5): torch.topk does not order tied scores, and hard-search
             # scores are all ties; positions keep their order under extra left padding
