@@ -8,8 +8,10 @@ samples), train-step and inference samples/s (ours vs the upstream LongCTR model
 where upstream has the model), peak RSS (and peak GPU memory on CUDA), and for each ``_LAIN`` variant its
 time and parameter ratio to the backbone. Each (model, max_len) runs in its own process, so peak memory is
 that cell's; a LAIN variant's time ratio comes from a separate cell that alternates backbone and variant steps
-on the same batches in one process. Times are medians over ``--repeats`` batches after one warm-up batch; every ratio compares
-numbers taken in the same run. Upstream columns are blank when ``model_zoo.LongCTR`` is not installed.
+on the same batches in one process. Times are medians over ``--repeats`` batches after one warm-up batch, and
+every loader, ours and upstream cell runs in ``--processes`` processes (ours and upstream alternating) whose
+median is shown: on the 2-core machine single processes came out up to 2x apart. Every ratio compares numbers
+taken in the same run. Upstream columns are blank when ``model_zoo.LongCTR`` is not installed.
 """
 from __future__ import annotations
 
@@ -210,6 +212,26 @@ def run_cell(args, kind: str, model: str, max_len: int, data: str, parquet: str)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_of_processes(cells: list) -> dict:
+    """One cell's result from several processes: the median of every number (a process can come out up to 2x
+    slower than the next on this machine, e.g. from where its memory lands); an error if every run failed."""
+    good = [c for c in cells if c and "error" not in c]
+    if not good:
+        return cells[0]
+    return {key: statistics.median(c[key] for c in good if key in c) for key in good[0]}
+
+
+def run_model_cells(args, model: str, max_len: int, data: str, parquet: str, upstream: bool) -> tuple:
+    """(ours, upstream) of one model, each the median over ``--processes`` processes, ours and upstream
+    alternating so that slow phases of the machine hit both."""
+    ours, theirs = [], []
+    for _ in range(args.processes):
+        ours.append(run_cell(args, "ours", model, max_len, data, parquet))
+        if upstream:
+            theirs.append(run_cell(args, "upstream", model, max_len, data, parquet))
+    return median_of_processes(ours), (median_of_processes(theirs) if upstream else None)
+
+
 def export_parquet(data_dir: str, out_dir: str) -> None:
     """user_info / item_info parquet files for the upstream collator (same sequences and items)."""
     from lainctr.data.dataset import load_dataset
@@ -235,6 +257,8 @@ def main(argv=None) -> None:
     parser.add_argument("--gpu", type=int, default=-1)
     parser.add_argument("--overhead_rounds", type=int, default=20,
                         help="interleaved backbone/LAIN step pairs per LAIN overhead cell")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="processes per ours/upstream cell; the table shows their medians")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument("--upstream_limit", nargs="*", default=["DIEN=1000"],
                         help="MODEL=MAX_LEN: skip slower upstream cells beyond this max_len")
@@ -252,20 +276,22 @@ def main(argv=None) -> None:
     limits = {k: int(v) for k, v in (item.split("=") for item in args.upstream_limit)}
     results = {}
     lines = [f"batch {args.batch_size}, {args.threads} torch threads, device {'cuda:%d' % args.gpu if args.gpu >= 0 else 'cpu'}, "
-             f"median of {args.repeats} batches after 1 warm-up; samples/s", ""]
+             f"median of {args.repeats} batches after 1 warm-up, median of {args.processes} processes; samples/s", ""]
     with tempfile.TemporaryDirectory() as tmp:
         for max_len in args.max_len:
             data = build_data(os.path.join(tmp, f"L{max_len}"), max_len)
             parquet = os.path.join(tmp, f"P{max_len}")
             os.makedirs(parquet)
             export_parquet(data, parquet)
-            results[("loader", max_len)] = run_cell(args, "loader", "-", max_len, data, parquet)
+            results[("loader", max_len)] = median_of_processes(
+                [run_cell(args, "loader", "-", max_len, data, parquet) for _ in range(args.processes)])
             for model in args.models:
-                results[(model, max_len)] = run_cell(args, "ours", model, max_len, data, parquet)
+                upstream = not args.no_upstream and not model.endswith("_LAIN") and max_len <= limits.get(model, 10 ** 9)
+                results[(model, max_len)], up = run_model_cells(args, model, max_len, data, parquet, upstream)
+                if up is not None:
+                    results[(model, max_len, "up")] = up
                 if model.endswith("_LAIN") and model[:-5] in args.models:
                     results[(model, max_len, "overhead")] = run_cell(args, "overhead", model, max_len, data, parquet)
-                if not args.no_upstream and not model.endswith("_LAIN") and max_len <= limits.get(model, 10 ** 9):
-                    results[(model, max_len, "up")] = run_cell(args, "upstream", model, max_len, data, parquet)
                 print(f"done {model} @ {max_len}: {results[(model, max_len)]} {results.get((model, max_len, 'up'), '')}",
                       file=sys.stderr, flush=True)
     lines += ["| max_len | loader ours | loader upstream | ratio |", "|---|---|---|---|"]

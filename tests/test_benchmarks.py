@@ -18,13 +18,23 @@ def run_script(*args: str) -> str:
 def test_benchmark_prints_every_table(tmp_path):
     out = tmp_path / "bench.md"
     text = run_script("benchmarks/benchmark.py", "--models", "DIN", "DIN_LAIN", "--max_len", "30", "--repeats", "1",
-                      "--overhead_rounds", "2", "--threads", "1", "--no_upstream", "--out", str(out))
+                      "--overhead_rounds", "2", "--threads", "1", "--processes", "2", "--no_upstream", "--out", str(out))
     number = r"[\d,]+(\.\d+)?"
     assert re.search(rf"\| 30 \| {number} \|", text)                                   # loader row
     for model in ("DIN", "DIN_LAIN"):
         assert re.search(rf"\| {model} \| 30 \| {number} \|\s*\|\s*\| {number} \|", text), model   # train, infer
     assert re.search(rf"\| DIN_LAIN \| 30 \| {number} \| {number} \| \+{number} % \|", text)   # LAIN overhead
     assert out.read_text().strip() == text.strip() and (tmp_path / "bench.json").exists()
+
+
+def test_cells_take_the_median_of_their_processes():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from benchmark import median_of_processes
+    cells = [{"train": 10.0, "infer": 5.0}, {"error": "timeout 600s"}, {"train": 30.0, "infer": 1.0},
+             {"train": 20.0, "infer": 3.0}]
+    assert median_of_processes(cells) == {"train": 20.0, "infer": 3.0}
+    assert median_of_processes([{"error": "exit 1"}, {"error": "exit 2"}]) == {"error": "exit 1"}
+    assert median_of_processes([{}, {}]) == {}                       # upstream absent: blank columns
 
 
 def test_lain_params_covers_every_real_expid():
