@@ -71,9 +71,12 @@ def _code_commit() -> str:
         return ""
 
 
-def _versions() -> Dict[str, str]:
+def _versions() -> Dict[str, object]:
+    """What a run's numbers depend on besides params and data: code, libraries, and the intra-op thread count
+    (float reductions split over threads round differently, so metrics repeat exactly only at the same count)."""
     return {"lainctr": __version__, "commit": _code_commit(), "fuxictr": fuxictr.__version__,
-            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _setup_logging(log_file: str, verbose: int) -> None:

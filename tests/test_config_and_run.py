@@ -6,6 +6,7 @@ import subprocess
 import textwrap
 
 import pytest
+import torch
 
 import run_expid
 from lainctr import config
@@ -103,6 +104,7 @@ def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
     head = subprocess.run(["git", "-C", os.path.dirname(run_expid.__file__), "rev-parse", "--short=12", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     assert json.loads(rows[0]["versions"])["commit"].split("+")[0] == head  # the code that made the row
+    assert json.loads(rows[0]["versions"])["torch_threads"] == torch.get_num_threads()
     assert run_expid.main(args + ["--ablation", "wo_prompts"]) == 0
     with open(results) as fd:
         ablation = list(csv.DictReader(fd))[-1]
