@@ -22,10 +22,28 @@ def masked_topk(scores: torch.Tensor, mask: torch.Tensor, k: int) -> Tuple[torch
         selected mask (..., k) bool (False where fewer than k real behaviours exist).
     """
     k = min(k, scores.shape[-1])
-    valid = mask if scores.dim() == 2 else mask.unsqueeze(1).expand_as(scores)
+    valid = _broadcast_mask(scores, mask)
     filled = scores.masked_fill(~valid, float("-inf"))
     top_scores, index = torch.topk(filled, k, dim=-1, sorted=True)
     return index, top_scores, torch.gather(valid, -1, index)
+
+
+def all_positions(scores: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The retrieval when k >= n: every position, in place, without selection or gathers.
+
+    Args:
+        scores: (B, n) or (B, H, n); mask: (B, n) bool.
+    Returns:
+        index (..., n) = 0..n-1 and the mask broadcast like ``scores`` (as :func:`masked_topk` would select
+        them, up to order).
+    """
+    index = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
+    return index, _broadcast_mask(scores, mask)
+
+
+def _broadcast_mask(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """mask (B, n) to the shape of scores (B, n) or (B, H, n)."""
+    return mask if scores.dim() == 2 else mask.unsqueeze(1).expand_as(scores)
 
 
 def gather_positions(sequence: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

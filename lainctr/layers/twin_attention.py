@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from .attention import ConditionedLinear, LengthModulation, masked_softmax
 from .lain import BranchCondition
-from .retrieval import masked_topk
+from .retrieval import all_positions, masked_topk
 
 CROSS_FEATURES = ("recency", "same_category")
 
@@ -231,8 +231,7 @@ class ConsistentTopKAttention(LengthModulation):
         key_shift_score = self.key_shift_score(query, condition)            # B x H x 1, or None
         scores = self.behaviour_scores(query, sequence, item_rows, key_shift_score, bias)  # B x H x T
         if scores.shape[-1] <= self.topk:       # every behaviour is retrieved: no selection, no gathers
-            index = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
-            selected, logits = mask.unsqueeze(1).expand_as(scores), scores
+            (index, selected), logits = all_positions(scores, mask), scores
             values = self.all_values(sequence, item_rows)
         else:
             index, _, selected = masked_topk(scores, mask, self.topk)          # tau never touches the ranking

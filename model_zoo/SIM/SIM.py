@@ -16,7 +16,7 @@ from lainctr.data.loader import SequenceBatch
 from lainctr.layers import LAINConfig, MultiHeadTargetAttention, prepend_prompts
 from lainctr.layers.attention import ConditionedLinear
 from lainctr.layers.lain import BranchCondition
-from lainctr.layers.retrieval import gather_positions, masked_topk
+from lainctr.layers.retrieval import all_positions, gather_positions, masked_topk
 from lainctr.models import SequenceCTRModel
 
 GSU_MODES = ("soft", "hard")
@@ -109,9 +109,8 @@ class SIM(SequenceCTRModel):
         depend on the order of its set).
         """
         if scores.shape[-1] <= self.topk:
-            index = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
-            selected = mask & (scores >= 1) if self.gsu_mode == "hard" else mask
-            return index, history, selected
+            index, selected = all_positions(scores, mask)
+            return index, history, (selected & (scores >= 1) if self.gsu_mode == "hard" else selected)
         if self.gsu_mode == "hard":
             # explicit recency term in [0, 0.5): torch.topk does not order tied scores, and hard-search
             # scores are all ties; positions keep their order under extra left padding
