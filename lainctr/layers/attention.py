@@ -66,9 +66,9 @@ class LengthTemperature(nn.Module):
         return 1.0 + gamma * torch.sigmoid(-beta * (length - self.pivot))
 
     @torch.no_grad()
-    def tabulate(self, max_length: int, device: torch.device) -> None:
-        """tau(L) for every L in [0, max_length], for inference (see ``BranchCondition.table_rows``)."""
-        self.table = self(torch.arange(max_length + 1, device=device, dtype=torch.float))
+    def tabulate(self, lengths: torch.Tensor) -> None:
+        """tau(L) for lengths (N,) = 0, 1, ..., N - 1, for inference (see ``BranchCondition.table_rows``)."""
+        self.table = self(lengths)
 
     def drop_table(self) -> None:
         self.table = None

@@ -213,11 +213,11 @@ class LengthConditioner(nn.Module):
         return terms
 
     @torch.no_grad()
-    def tabulate(self, max_length: int, device: torch.device) -> None:
-        """Evaluate :meth:`length_terms` for every L in [0, max_length] into one (max_length + 1, width) table."""
-        terms = self.length_terms(torch.arange(max_length + 1, device=device, dtype=torch.float))
-        self.table = torch.cat([t.reshape(max_length + 1, -1) for t in terms.values()]
-                               or [torch.zeros(max_length + 1, 0, device=device)], dim=1)
+    def tabulate(self, lengths: torch.Tensor) -> None:
+        """Evaluate :meth:`length_terms` for lengths (N,) = 0, 1, ..., N - 1 into one (N, width) table."""
+        terms = self.length_terms(lengths)
+        self.table = torch.cat([t.reshape(len(lengths), -1) for t in terms.values()]
+                               or [lengths.new_zeros(len(lengths), 0)], dim=1)
         self.table_layout, start = [], 0
         for name, value in terms.items():
             self.table_layout.append((name, start, value.shape[1:]))

@@ -157,8 +157,9 @@ class SequenceCTRModel(BaseModel):
         versions = self.parameter_versions(p for m in modules for p in m.parameters())
         if versions == self._length_tables_version and self.length_conditioner.table_length() >= width:
             return
+        lengths = torch.arange(max(width, self.max_len) + 1, device=self.device, dtype=torch.float)
         for module in modules:
-            module.tabulate(max(width, self.max_len), self.device)
+            module.tabulate(lengths)
         self._length_tables_version = versions
 
     @classmethod
