@@ -132,3 +132,16 @@ def assert_short_mask_shift_difference(ours, upstream, batch: SequenceBatch) -> 
     assert affected[:3].all() and not affected.all()
     assert (shifted[affected] - mine[affected]).abs().amax(1).min() > 1e-4
     torch.testing.assert_close(shifted[~affected], mine[~affected], atol=1e-5, rtol=1e-5)
+
+
+def assert_gradients_repeat(loss_of, leaves, trials: int = 4) -> None:
+    """``loss_of()`` backpropagated ``trials`` times gives bit-identical gradients on ``leaves``
+    (CPU indexing with repeated rows, ``x[rows]``, accumulates its gradient in a varying order)."""
+    seen = []
+    for _ in range(trials):
+        for leaf in leaves:
+            leaf.grad = None
+        loss_of().backward()
+        seen.append([leaf.grad.clone() for leaf in leaves])
+    for grads in seen[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(seen[0], grads))

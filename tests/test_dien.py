@@ -8,7 +8,7 @@ from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.experiment import run_experiment
 from lainctr.layers.lain import BranchCondition
 from lainctr.layers.recurrent import AUGRU, DotStateAttention, NextBehaviourLoss, left_align, run_gru
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+from model_checks import (assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
@@ -139,6 +139,20 @@ def test_next_behaviour_loss_is_the_bce_of_the_scorer_on_concatenations():
                 + torch.nn.functional.binary_cross_entropy_with_logits(
                     loss.scorer(torch.cat([state, negative], -1)), torch.zeros(state.shape[0], 1)))
     torch.testing.assert_close(value, explicit)
+
+
+def test_next_behaviour_loss_gradients_repeat():
+    """Same seed, same inputs -> the same gradients: the negatives repeat rows of the pool."""
+    torch.manual_seed(0)
+    loss = NextBehaviourLoss(16, 16, (32,))
+    states = torch.randn(512, 200, 16, requires_grad=True)
+    tokens = torch.randn(512, 200, 16, requires_grad=True)
+    real = torch.arange(200).unsqueeze(0) >= torch.randint(0, 200, (512, 1))
+
+    def seeded_loss():
+        torch.manual_seed(1)
+        return loss(states, tokens, real)
+    assert_gradients_repeat(seeded_loss, [states, tokens], trials=6)
 
 
 # ----- models ----------------------------------------------------------------------------------

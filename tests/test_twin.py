@@ -8,7 +8,7 @@ from lainctr.data.loader import SequenceBatch
 from lainctr.experiment import run_experiment
 from lainctr.layers.lain import BranchCondition
 from lainctr.layers.twin_attention import ConsistentTopKAttention, CrossFeatureBias
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+from model_checks import (assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
@@ -114,6 +114,15 @@ def identity_attention(dim: int, topk: int, **kwargs) -> ConsistentTopKAttention
         for w in (attention.W_q.linear.weight, attention.W_h.linear.weight, attention.W_v.weight, attention.W_o.weight):
             w.copy_(torch.eye(dim))
     return attention
+
+
+def test_cross_bias_gradients_repeat():
+    """Every behaviour gathers its feature value's scalar: repeated rows, yet repeatable gradients."""
+    torch.manual_seed(0)
+    bias = CrossFeatureBias(num_heads=4, max_len=1000, embedding_dim=8)
+    target, history = torch.randint(0, 5, (512,)), torch.randint(0, 5, (512, 1000))
+    weights = torch.randn(512, 4, 1000)
+    assert_gradients_repeat(lambda: (bias(1000, target, history) * weights).sum(), list(bias.parameters()))
 
 
 def test_topk_never_returns_padding_while_real_behaviours_remain():

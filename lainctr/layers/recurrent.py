@@ -213,7 +213,9 @@ class NextBehaviourLoss(nn.Module):
         state = states[:, :-1][pairs]                                     # P x H
         positive = tokens[:, 1:][pairs]                                   # P x d
         pool = tokens[real]
-        negative = pool[torch.randint(pool.shape[0], (state.shape[0],), device=pool.device)]
+        # index_select, not pool[rows]: the rows repeat, and indexing's backward accumulates repeated rows
+        # in a nondeterministic order on the CPU (same seed, different weights); index_select's is deterministic
+        negative = torch.index_select(pool, 0, torch.randint(pool.shape[0], (state.shape[0],), device=pool.device))
         # first layer W [h; e] = W_h h + W_e e: the state's part once for its positive and its negative,
         # and no (2P, H + d) concatenation (the rest of the scorer acts row by row)
         first, rest = self.scorer.mlp[0], self.scorer.mlp[1:]

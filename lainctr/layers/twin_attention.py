@@ -114,7 +114,9 @@ class CrossFeatureBias(nn.Module):
         for c, name in enumerate(self.features):
             # (vocab, H): the scalar beta_c * (x w_{h,c}) of every value of feature c
             table = self.beta[c] * self.embeddings[name].weight @ self.compression[:, c].t()
-            bias = bias + table[values[name]].permute(0, 2, 1)               # (B, H, T)
+            # F.embedding, not table[values]: indexing's backward accumulates repeated rows in a
+            # nondeterministic order on the CPU; embedding's backward is deterministic
+            bias = bias + F.embedding(values[name], table).permute(0, 2, 1)  # (B, H, T)
         return bias
 
 
