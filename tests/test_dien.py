@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
-from lainctr.experiment import run_experiment
 from lainctr.layers.lain import BranchCondition
 from lainctr.layers.recurrent import AUGRU, DotStateAttention, NextBehaviourLoss, left_align, run_gru
 from model_checks import (assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
@@ -345,11 +344,3 @@ def test_upstream_packs_pre_padded_rows_wrongly(feature_map, model_kwargs, full_
     changed = with_other_history_items(short)
     torch.testing.assert_close(predict_upstream(upstream, changed), predict_upstream(upstream, short))
     assert (predict(ours, changed) - predict(ours, short)).abs().max() > 1e-4
-
-
-# ----- learning --------------------------------------------------------------------------------
-@pytest.mark.parametrize("expid", ["DIEN_synthetic_tiny", "DIEN_LAIN_synthetic_tiny"])
-def test_learns_on_tiny(expid, data_root, tmp_path):
-    row = run_experiment(expid, data_root=str(data_root), results_file=str(tmp_path / "r.csv"),
-                         overrides={"epochs": 1, "max_len": 30, "model_root": str(tmp_path), "verbose": 0})
-    assert row["test_AUC"] > 0.6 and row["test_gAUC"] > 0.6

@@ -1,0 +1,62 @@
+"""Record the regression fixture: every zoo model's ``<Model>_synthetic_tiny`` at seed 2026.
+
+    .venv/bin/python tests/regression/record.py [--models DIN SIM ...]
+
+Writes ``tests/regression/synthetic_tiny_seed2026.json`` (rows of the named models replaced, the others
+kept): the parameter counts and the valid/test AUC, gAUC and logloss as exact floats, with the torch thread
+count and CPU capability they were recorded at (float reductions round differently elsewhere).
+``test_regression.py`` re-runs the same expids and compares.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from lainctr.runtime import configure_cpu_runtime  # noqa: E402
+
+configure_cpu_runtime()
+
+import torch  # noqa: E402
+
+FIXTURE = os.path.join(HERE, "synthetic_tiny_seed2026.json")
+MODELS = ("DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN")
+RECORDED = ("num_params", "num_params_lain", "valid_AUC", "valid_gAUC", "valid_logloss",
+            "test_AUC", "test_gAUC", "test_logloss")
+THREADS = 2
+
+
+def run_tiny(model: str, data_root: str, work_dir: str) -> dict:
+    """The recorded columns of one run of ``<model>_synthetic_tiny`` (seed 2026, checkpoints in work_dir)."""
+    from lainctr.experiment import run_experiment
+    row = run_experiment(f"{model}_synthetic_tiny", data_root=data_root,
+                         results_file=os.path.join(work_dir, "results.csv"),
+                         overrides={"seed": 2026, "model_root": work_dir, "verbose": 0})
+    return {key: row[key] for key in RECORDED}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    fixture = {"models": {}}
+    if os.path.exists(FIXTURE):
+        with open(FIXTURE) as fd:
+            fixture = json.load(fd)
+    fixture.update(torch_threads=THREADS, cpu_capability=torch.backends.cpu.get_cpu_capability())
+    with tempfile.TemporaryDirectory() as work_dir:
+        for model in args.models:
+            fixture["models"][model] = run_tiny(model, os.path.join(work_dir, "data"), work_dir)
+            print(model, fixture["models"][model], flush=True)
+    fixture["models"] = {m: fixture["models"][m] for m in MODELS if m in fixture["models"]}
+    with open(FIXTURE + ".tmp", "w") as fd:
+        json.dump(fixture, fd, indent=1)
+    os.replace(FIXTURE + ".tmp", FIXTURE)
+
+
+if __name__ == "__main__":
+    main()
