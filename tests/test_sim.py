@@ -175,10 +175,17 @@ def upstream_sim(feature_map, ours, tmp_path, **extra):
                           model_root=str(tmp_path), verbose=0, metrics=["AUC"], **extra)
     state = {k.replace(".linear.", "."): v for k, v in ours.state_dict().items()}
     state = {k: v for k, v in state.items() if not k.startswith("gsu_head.")}
+    state["dnn.mlp.0.weight"] = long_short_to_short_long(state["dnn.mlp.0.weight"], ours.token_dim)
     missing, unexpected = upstream.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith("dnn_aux.") for k in missing)
     upstream.eval()
     return upstream
+
+
+def long_short_to_short_long(weight: torch.Tensor, token_dim: int) -> torch.Tensor:
+    """Our head's first layer reads [..., target, long, short]; LongCTR's SIM reads [..., target, short, long]."""
+    head, long, short = weight.split([weight.shape[1] - 2 * token_dim, token_dim, token_dim], dim=1)
+    return torch.cat([head, short, long], dim=1)
 
 
 def upstream_predict(upstream, batch: SequenceBatch) -> torch.Tensor:

@@ -45,5 +45,4 @@ class SDIM(SequenceCTRModel):
         prompts = long_condition.prompts if long_condition is not None else None
         long_interest, weights = self.hash_pooling(target, history, mask, always_match=prompts)
         self.record_attention("long", weights, mask)
-        # LongCTR's order of the MLP input: [..., target, long, short]
         return [long_interest] + self.short_interest(target, history, mask, conditions["short"])

@@ -147,5 +147,4 @@ class SIM(SequenceCTRModel):
         sequence, sequence_mask = prepend_prompts(retrieved, retrieved_mask, long_condition)
         long_interest, weights = self.long_attention(target, sequence, sequence_mask, long_condition)
         self.record_attention("long", weights.mean(1)[:, -index.shape[1]:], retrieved_mask)
-        # LongCTR's order of the MLP input: [..., target, short, long]
-        return self.short_interest(target, history, mask, conditions["short"]) + [long_interest]
+        return [long_interest] + self.short_interest(target, history, mask, conditions["short"])
