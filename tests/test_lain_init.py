@@ -1,6 +1,8 @@
-"""A freshly built LAIN model starts as its backbone: with prompts and temperature off, the zero-initialised
-length shifts of query/key conditioning leave every prediction unchanged (also after FuxiCTR's
-``reset_parameters``, which re-initialises every module when the model is built)."""
+"""A freshly built LAIN model starts as its backbone: built from the same seed, its backbone parameters are the
+backbone's (paired initialisation: a paired difference measures LAIN, not another random start), and with
+prompts and temperature off, the zero-initialised length shifts of query/key conditioning leave every
+prediction unchanged (also after ``reset_parameters``, which re-initialises every module when the model is
+built)."""
 import pytest
 import torch
 
@@ -20,3 +22,15 @@ def test_fresh_qk_conditioning_is_the_backbone(backbone_name, feature_map, model
     shifts = [p for name, p in variant.named_parameters() if "shift" in name or "length_linear" in name]
     assert shifts and all(bool((p == 0).all()) for p in shifts)
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backbone_name", ["DIN", "DIEN", "SIM", "SDIM", "TWIN"])
+def test_backbone_parameters_are_paired(backbone_name, feature_map, model_kwargs):
+    """Same seed: every parameter and buffer of X equals the one of the same name in X_LAIN (all of LAIN on)."""
+    from lainctr.registry import get_model
+    torch.manual_seed(0)
+    backbone = get_model(backbone_name)(feature_map, **model_kwargs).state_dict()
+    torch.manual_seed(0)
+    variant = get_model(f"{backbone_name}_LAIN")(feature_map, **model_kwargs).state_dict()
+    assert set(backbone) < set(variant)
+    assert all(torch.equal(value, variant[name]) for name, value in backbone.items())

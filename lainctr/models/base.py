@@ -32,6 +32,29 @@ TRAINER_KEYS = frozenset({"task", "monitor", "monitor_mode", "save_best_only", "
                           "model_root", "metrics"})
 
 
+LAIN_SEED_OFFSET = 7919  # LAIN's own random stream starts at the global seed + this
+
+
+def fuxictr_initialisation(root: nn.Module, skip: Optional[nn.Module] = None) -> None:
+    """FuxiCTR's ``BaseModel.reset_parameters`` on ``root`` without the subtree ``skip``: xavier-normal weights and
+    zero biases of every ``nn.Linear``/``nn.Conv1d`` (exact type), then every module's ``init_weights()``, each
+    pass children before parents, as ``nn.Module.apply``."""
+    def apply(module: nn.Module, fn) -> None:
+        for child in module.children():
+            if child is not skip:
+                apply(child, fn)
+        fn(module)
+
+    def default_init(module: nn.Module) -> None:
+        if type(module) in (nn.Linear, nn.Conv1d):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                module.bias.data.fill_(0)
+
+    apply(root, default_init)
+    apply(root, lambda m: m.init_weights() if hasattr(m, "init_weights") else None)
+
+
 class SequenceCTRModel(BaseModel):
     """Base of all models: context + target + interest vectors -> MLP -> CTR.
 
@@ -75,8 +98,7 @@ class SequenceCTRModel(BaseModel):
         self.context_dim = feature_map.sum_emb_out_dim() - self.token_dim
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
         self.lain_config = lain if lain is not None and lain.active else None
-        self.length_conditioner = (LengthConditioner(lain, self.token_dim, max_len, self.branches)
-                                   if self.lain_config else None)
+        self.length_conditioner: Optional[LengthConditioner] = None   # built by build_head, after the backbone
         self._learning_rate, self._optimizer_name, self._loss_name = learning_rate, optimizer, loss
         self._head_config = dict(hidden_units=list(dnn_hidden_units), hidden_activations=dnn_activations,
                                  dropout_rates=net_dropout, batch_norm=batch_norm)
@@ -104,11 +126,31 @@ class SequenceCTRModel(BaseModel):
         """The final MLP over [context, target, interests]; call once all layers exist, it also compiles."""
         self.dnn = MLP_Block(input_dim=self.context_dim + self.token_dim + interest_dim, output_dim=1,
                              output_activation=self.output_activation, **self._head_config)
+        self.reset_parameters()
+        if self.lain_config:
+            self.length_conditioner = self.build_length_conditioner()
         self._length_table_modules = [m for m in self.modules()
                                       if isinstance(m, (LengthConditioner, LengthTemperature))]
         self.compile(self._optimizer_name, self._loss_name, self._learning_rate)
-        self.reset_parameters()
         self.model_to_device()
+
+    def build_length_conditioner(self) -> LengthConditioner:
+        """LAIN's length conditioner, built and initialised from a random stream of its own (seeded from the
+        global seed), so that the backbone's parameters are exactly those of the backbone built from the same
+        seed: a paired comparison of X and X_LAIN then measures LAIN, not another random start. The other LAIN
+        parameters (length shifts, temperatures) draw no random numbers."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((torch.initial_seed() + LAIN_SEED_OFFSET) % 2 ** 63)
+            conditioner = LengthConditioner(self.lain_config, self.token_dim, self.max_len, self.branches)
+            fuxictr_initialisation(conditioner)
+        return conditioner
+
+    def reset_parameters(self) -> None:
+        """FuxiCTR's initialisation of the backbone, then of LAIN's length conditioner (see
+        :meth:`build_length_conditioner`)."""
+        fuxictr_initialisation(self, skip=self.length_conditioner)
+        if self.length_conditioner is not None:
+            fuxictr_initialisation(self.length_conditioner)
 
     def compile(self, optimizer, loss, lr: float) -> None:
         """FuxiCTR's ``compile``, except that Adam and AdamW use torch's fused kernel: one update for all
