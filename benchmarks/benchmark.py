@@ -80,34 +80,44 @@ def timed_each(fn, batches, device) -> list:
 
 
 def build_ours(name: str, params: dict, feature_map, gpu: int):
-    """One of our models, seeded, ready for ``train_step`` outside ``fit``."""
+    """One of our models, seeded, with the trainer that steps it."""
+    import dataclasses
+
     import torch
-    from lainctr import config
-    from lainctr.registry import get_model
+    from lainctr.experiment import build_model
+    from lainctr.trainer import Trainer
     torch.manual_seed(0)
-    model_class = get_model(name)
-    _, kwargs = config.split_params(params, model_class.config_keys())
-    model = model_class(feature_map, gpu=gpu, **kwargs)
-    model._batch_index, model._steps_per_epoch, model._max_gradient_norm = 0, 1, 10.0
-    return model
+    model, options = build_model(dict(params, model=name), feature_map)
+    return Trainer(model, dataclasses.replace(options, gpu=gpu))
 
 
 def step_functions(model, upstream: bool):
-    """(train_step(batch), infer(batch)) of a model; upstream models take the plain LongCTR tuple."""
+    """(train_step(batch), infer(batch)) of our model's trainer, or of an upstream model (which takes the
+    plain LongCTR tuple)."""
     import torch
 
-    def prepare(batch):
-        return (dict(batch[0]), dict(batch[1]), batch[2]) if upstream else batch
+    if not upstream:
+        trainer = model
 
-    def train_step(batch):
+        def train_step(batch):
+            trainer.model.train()
+            trainer.train_step(batch, 0, 1)
+
+        def infer(batch):
+            trainer.model.eval()
+            with torch.no_grad():
+                trainer.model(batch.to(trainer.device))
+        return train_step, infer
+
+    def train_upstream(batch):
         model.train()
-        model.train_step(prepare(batch))
+        model.train_step((dict(batch[0]), dict(batch[1]), batch[2]))
 
-    def infer(batch):
+    def infer_upstream(batch):
         model.eval()
         with torch.no_grad():
-            model.forward(prepare(batch))
-    return train_step, infer
+            model.forward((dict(batch[0]), dict(batch[1]), batch[2]))
+    return train_upstream, infer_upstream
 
 
 def interleaved_overhead(variant, backbone, batches, device, rounds: int) -> dict:
@@ -174,9 +184,11 @@ def worker(args) -> dict:
                                     build_ours(args.model[:-len("_LAIN")], backbone_params, feature_map, args.gpu),
                                     batches, device, args.overhead_rounds)
     if args.kind == "ours":
+        from lainctr.models import lain_parameter_count
         model = build_ours(args.model, params, feature_map, args.gpu)
         inputs = batches
-        out = {"params_non_embedding": model.count_parameters(False), "params_lain": model.lain_parameter_count()}
+        out = {"params_non_embedding": model.model.count_parameters(False),
+               "params_lain": lain_parameter_count(model.model)}
     else:
         import importlib
         module = importlib.import_module(f"model_zoo.LongCTR.{args.model}.{args.model}")

@@ -35,6 +35,7 @@ from lainctr.data import synthetic  # noqa: E402
 from lainctr.data.dataset import load_dataset  # noqa: E402
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader  # noqa: E402
 from lainctr.registry import get_model  # noqa: E402
+from lainctr.trainer import Trainer  # noqa: E402
 
 COMMON = dict(embedding_dim=16, dnn_hidden_units=[256, 128], net_dropout=0.1, batch_norm=False,
               optimizer="adam", loss="binary_crossentropy", verbose=0)
@@ -55,7 +56,17 @@ def timed(step: Callable[[SequenceBatch], None], batches: List[SequenceBatch], w
     return len(batches[0].mask) / statistics.median(seconds)
 
 
+def ours_train_step(model) -> Callable:
+    trainer = Trainer(model, model.trainer_options)
+
+    def step(batch) -> None:
+        model.train()
+        trainer.train_step(batch, 0, 1)
+    return step
+
+
 def train_step(model, to_input: Callable = lambda b: b) -> Callable:
+    """A training step of an upstream (FuxiCTR) model."""
     def step(batch) -> None:
         model.train()
         out = model(to_input(batch))
@@ -123,7 +134,7 @@ def main(argv=None) -> None:
                 torch.manual_seed(0)
                 settings = {**COMMON, **OURS, **variant}
                 model = get_model(settings.pop("model"))(feature_map, model_root=tmp, max_len=max_len, **settings)
-                rates += [timed(train_step(model), batches, True), timed(inference_step(model), batches, True)]
+                rates += [timed(ours_train_step(model), batches, True), timed(inference_step(model), batches, True)]
             rates += [float("nan"), float("nan")]
             if UpstreamDIEN is not None:
                 upstream = UpstreamDIEN(feature_map, model_root=tmp, metrics=["AUC"], attention_type="din_attention",

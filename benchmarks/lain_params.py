@@ -23,8 +23,8 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 from data_preprocess import longctr_parquet  # noqa: E402
 from fixtures_formats import write_longctr, write_longctr_ebnerd  # noqa: E402
 from lainctr import config  # noqa: E402
-from lainctr.experiment import load_feature_map  # noqa: E402
-from lainctr.registry import get_model  # noqa: E402
+from lainctr.experiment import build_model, load_feature_map  # noqa: E402
+from lainctr.models import lain_parameter_count, lain_parameters  # noqa: E402
 
 DATASETS = {"kuaivideo": ("KuaiVideo_x2", write_longctr), "microvideo": ("MicroVideo1.7M_x2", write_longctr),
             "ebnerd": ("Ebnerd_small_x1", write_longctr_ebnerd)}
@@ -34,14 +34,12 @@ BACKBONES = ["DIN", "DIEN", "SIM", "SDIM", "TWIN"]
 def build(expid: str, data_dir: str, model_root: str):
     params = config.load_config(expid)
     params.update(model_root=model_root, verbose=0)
-    model_class = get_model(str(params["model"]))
-    _, kwargs = config.split_params(params, model_class.config_keys())
-    return model_class(load_feature_map(str(params["dataset_id"]), data_dir, params), **kwargs)
+    return build_model(params, load_feature_map(str(params["dataset_id"]), data_dir, params))[0]
 
 
 def lain_breakdown(model) -> Counter:
     """LAIN's parameters by module kind (length encoder, prompts, e_len projection, shifts, temperatures)."""
-    lain_ids = {id(p) for p in model.lain_parameters()}
+    lain_ids = {id(p) for p in lain_parameters(model)}
     parts = Counter()
     for name, p in model.named_parameters():
         if id(p) in lain_ids:
@@ -65,7 +63,7 @@ def main(argv=None) -> None:
             for backbone in BACKBONES:
                 base = build(f"{backbone}_{dataset_id}", os.path.join(tmp, folder), tmp)
                 lain = build(f"{backbone}_LAIN_{dataset_id}", os.path.join(tmp, folder), tmp)
-                dense, extra = base.count_parameters(False), lain.lain_parameter_count()
+                dense, extra = base.count_parameters(False), lain_parameter_count(lain)
                 assert lain.count_parameters(False) == dense + extra, "LAIN must only add parameters"
                 where = ", ".join(f"{k} {v:,}" for k, v in lain_breakdown(lain).most_common())
                 print(f"| {dataset_id} | {backbone} | {dense:,} | +{extra:,} | {100 * extra / dense:.2f} % | {where} |")

@@ -1,4 +1,4 @@
-"""TWIN inference with and without the item-projection cache (``precompute_item_projections``).
+"""TWIN inference with and without the item-projection cache (``model.prepare_inference``).
 
     .venv/bin/python benchmarks/twin_cache.py --max_len 1000 5000 --batch_size 256 --threads 2
 
@@ -66,10 +66,10 @@ def compare(model, batches, item_table, repeats: int):
         model.eval()
         uncached.append(pass_seconds(model, batches))
         start = time.perf_counter()
-        model.precompute_item_projections(item_table)
+        model.prepare_inference(item_table)
         build.append(time.perf_counter() - start)
         with torch.no_grad():
-            assert model.item_cache_valid()
+            assert model.branches["long"].uses_item_cache()
         cached.append(pass_seconds(model, batches))
     samples = sum(len(b.mask) for b in batches)
     return samples / min(uncached), samples / min(cached), min(build)

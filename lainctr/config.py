@@ -17,12 +17,13 @@ from typing import Dict, Iterable, List, Optional
 
 import yaml
 
-from .models.base import TRAINER_KEYS
 from .paths import zoo_root
+from .training_options import TrainerOptions
 
-# Keys the experiment runner consumes (the rest go to the model constructor).
-RUN_KEYS = {"model", "dataset_id", "seed", "epochs", "batch_size", "eval_batch_size", "shuffle",
-            "results_file", "length_buckets", "max_gradient_norm", "group_id", "feature_specs"}
+# Keys the experiment runner consumes; the trainer takes TrainerOptions' keys, the model the rest.
+RUN_KEYS = {"model", "dataset_id", "seed", "batch_size", "eval_batch_size", "shuffle",
+            "results_file", "length_buckets", "group_id", "feature_specs"}
+TRAINER_KEYS = frozenset(TrainerOptions.keys()) - {"gpu"}   # gpu comes from the command line
 DATASET_KEYS = {"data_dir", "builder", "builder_args", "length_buckets", "feature_specs", "download",
                 "preprocess"}
 DATASET_PARAM_KEYS = ("length_buckets", "feature_specs")
@@ -117,16 +118,17 @@ def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, objec
 
 
 def split_params(params: Dict[str, object], model_keys: Iterable[str]) -> tuple:
-    """(run params, model kwargs); raises ConfigError naming an unknown key and the valid ones."""
-    model_keys = set(model_keys) | TRAINER_KEYS
+    """(run params, trainer options, model kwargs); raises ConfigError naming an unknown key and the valid ones."""
+    model_keys = set(model_keys) - RUN_KEYS - TRAINER_KEYS
     private = {k for k in params if k.startswith("_") or k == "expid"}
-    unknown = set(params) - RUN_KEYS - model_keys - private
+    unknown = set(params) - RUN_KEYS - TRAINER_KEYS - model_keys - private
     if unknown:
         source = params.get("_config_file", "the config")
         raise ConfigError(f"{source}: expid '{params.get('expid')}' has unknown key(s) {sorted(unknown)} for "
-                          f"model {params.get('model')}. Valid keys: {sorted(RUN_KEYS | model_keys)}")
+                          f"model {params.get('model')}. Valid keys: {sorted(RUN_KEYS | TRAINER_KEYS | model_keys)}")
     run = {k: v for k, v in params.items() if k in RUN_KEYS or k in private}
-    model = {k: v for k, v in params.items() if k in model_keys and k not in RUN_KEYS}
+    trainer = {k: v for k, v in params.items() if k in TRAINER_KEYS}
+    model = {k: v for k, v in params.items() if k in model_keys}
     if "max_len" in params:
         run["max_len"] = params["max_len"]
-    return run, model
+    return run, trainer, model

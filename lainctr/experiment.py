@@ -18,13 +18,15 @@ import torch
 from fuxictr.features import FeatureMap
 from fuxictr.pytorch.torch_utils import seed_everything
 
-from . import __version__, config as config_lib, metrics as metric_lib, registry
-from .analysis import extra_evaluation_columns
+from . import __version__, config as config_lib, registry
 from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.loader import SequenceBatchLoader
+from .models import lain_parameter_count, model_keys
 from .paths import data_root as resolve_data_root, zoo_root
 from .results import append_result
+from .trainer import Trainer
+from .training_options import TrainerOptions
 
 BUILDERS = {"synthetic": synthetic.build}
 
@@ -86,17 +88,12 @@ def _setup_logging(log_file: str, verbose: int) -> None:
                         format="%(asctime)s P%(process)d %(levelname)s %(message)s")
 
 
-def evaluation_columns(model, loader, split: str, metrics, buckets) -> Dict[str, float]:
-    """``{split}_{metric}`` and per-bucket ``{split}_{metric}@{low}-{high}`` columns, plus sample/user
-    shares and the long-branch attention Gini per bucket, all from one pass over ``loader``."""
-    arrays = model.predict_arrays(loader, attention_branch="long")
-    y_true, y_pred = arrays["y_true"].astype(np.float64), arrays["y_pred"].astype(np.float64)
-    columns = {f"{split}_{k}": v for k, v in
-               metric_lib.evaluate_metrics(y_true, y_pred, metrics, arrays["group"]).items()}
-    columns.update({f"{split}_{k}": v for k, v in metric_lib.bucket_metrics(
-        y_true, y_pred, arrays["group"], arrays["history_length"], buckets, metrics).items()})
-    columns.update(extra_evaluation_columns(arrays, split, buckets))
-    return columns
+def build_model(params: Dict[str, object], feature_map: FeatureMap, model_id: Optional[str] = None):
+    """(model, trainer options) of a merged expid ``params`` (``config.load_config``) on ``feature_map``."""
+    model_class = registry.get_model(str(params["model"]))
+    _, trainer_keys, model_kwargs = config_lib.split_params(params, model_keys(model_class))
+    model = model_class(feature_map, **({"model_id": model_id} if model_id else {}), **model_kwargs)
+    return model, TrainerOptions(**trainer_keys)
 
 
 def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, data_root: Optional[str] = None,
@@ -110,22 +107,22 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     params = config_lib.load_config(expid, config_dir)
     params.update(overrides or {})
     model_class = registry.get_model(str(params["model"]))
-    run, model_kwargs = config_lib.split_params(params, model_class.config_keys())
+    run, trainer_keys, model_kwargs = config_lib.split_params(params, model_keys(model_class))
     dataset_id = str(run["dataset_id"])
     dataset_cfg = config_lib.load_dataset_config(dataset_id, config_dir)
     seed = int(run.get("seed", 2026))
     model_id = f"{expid}_{tag.replace(':', '_')}_seed{seed}" if tag else f"{expid}_seed{seed}"  # runs never share files
-    model_root = os.path.normpath(os.path.join(zoo_root(), str(model_kwargs.get("model_root", "checkpoints"))))
-    model_kwargs["model_root"] = model_root
+    model_root = os.path.normpath(os.path.join(zoo_root(), str(trainer_keys.get("model_root", "checkpoints"))))
+    options = TrainerOptions(**dict(trainer_keys, model_root=model_root, gpu=gpu))
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))
-    _setup_logging(os.path.join(model_root, dataset_id, f"{model_id}.log"), int(model_kwargs.get("verbose", 1)))
+    _setup_logging(os.path.join(model_root, dataset_id, f"{model_id}.log"), options.verbose)
     logging.info("Params: %s", json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, default=str))
     seed_everything(seed)
     dataset = load_dataset(data_dir)
     feature_map = load_feature_map(dataset_id, data_dir, params)
-    model = model_class(feature_map, model_id=model_id, gpu=gpu, **model_kwargs)
+    model = model_class(feature_map, model_id=model_id, **model_kwargs)
     num_params, num_dense = model.count_parameters(), model.count_parameters(count_embedding=False)
-    num_lain = model.lain_parameter_count()
+    num_lain = lain_parameter_count(model)
     logging.info("Model %s: %d parameters (%d without embedding tables; %d of them LAIN's, %.2f%% over the "
                  "backbone's non-embedding parameters)", run["model"], num_params, num_dense, num_lain,
                  100.0 * num_lain / max(num_dense - num_lain, 1))
@@ -136,17 +133,15 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     train = SequenceBatchLoader(dataset, "train", batch_size, max_len, shuffle=bool(run.get("shuffle", True)), seed=seed)
     valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len)
     test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len)
+    trainer = Trainer(model, options)
     start = time.time()
-    model.fit(train, epochs=int(run.get("epochs", 1)), validation_data=valid,
-              max_gradient_norm=float(run.get("max_gradient_norm", 10.0)))
+    trainer.fit(train, valid)
     train_seconds = time.time() - start
-    if hasattr(model, "precompute_item_projections"):  # TWIN: score behaviours from cached item projections
-        model.precompute_item_projections(dataset.item_table)
-    metrics = list(model_kwargs.get("metrics", ["AUC", "gAUC", "logloss"]))
+    trainer.prepare_inference(dataset.item_table)
     buckets = list(run.get("length_buckets", [100, 200]))
     history_file = os.path.join(model_root, dataset_id, f"{model_id}.history.json")
     with open(history_file, "w") as fd:
-        json.dump(model.training_history, fd, indent=1)
+        json.dump(trainer.history, fd, indent=1)
 
     row: Dict[str, object] = {
         "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -157,10 +152,10 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
         "versions": json.dumps(_versions(), sort_keys=True), "num_params": num_params,
         "num_params_non_embedding": num_dense, "num_params_lain": num_lain,
         "lain_extra_params_pct": round(100.0 * num_lain / max(num_dense - num_lain, 1), 3), "train_seconds": round(train_seconds, 2),
-        "epochs_run": model._epoch_index + 1, "history_file": history_file, "checkpoint": model.checkpoint,
+        "epochs_run": trainer.epoch_index + 1, "history_file": history_file, "checkpoint": trainer.checkpoint,
     }
-    row.update(evaluation_columns(model, valid, "valid", metrics, buckets))
-    row.update(evaluation_columns(model, test, "test", metrics, buckets))
+    row.update(trainer.evaluation_columns(valid, "valid", buckets))
+    row.update(trainer.evaluation_columns(test, "test", buckets))
     results_path = results_file or run.get("results_file") or os.path.join(zoo_root(), "results", "results.csv")
     if not os.path.isabs(results_path):
         results_path = os.path.normpath(os.path.join(zoo_root(), results_path))

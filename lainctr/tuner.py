@@ -130,8 +130,9 @@ def load_tuner_config(path: str) -> Dict[str, object]:
 
 def _valid_keys(block: Mapping[str, object]) -> set:
     from . import registry
+    from .models import model_keys
     model_class = registry.get_model(str(block["model"]))
-    return config_lib.RUN_KEYS | config_lib.TRAINER_KEYS | set(model_class.config_keys()) | {"max_len"}
+    return config_lib.RUN_KEYS | config_lib.TRAINER_KEYS | set(model_keys(model_class)) | {"max_len"}
 
 
 def point_hash(block: Mapping[str, object]) -> str:

@@ -24,7 +24,7 @@ def left_pad(batch: SequenceBatch, extra: int) -> SequenceBatch:
 def predict(model, batch: SequenceBatch) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return model(batch)["y_pred"]
+        return model(batch).y_pred
 
 
 def assert_padding_invariant(model, batch: SequenceBatch, extra: int = 7) -> None:
@@ -102,17 +102,35 @@ def truncate(batch: SequenceBatch, rows, keep: int = 0) -> SequenceBatch:
 
 def model_inputs(model, batch: SequenceBatch):
     """target (B, d), history (B, T, d), mask (B, T) bool as the model sees them."""
-    _, tokens, mask, _ = model.embed(batch)
-    return tokens[:, -1], tokens[:, :-1], mask
+    inputs = model.branch_inputs(batch)[1]
+    return inputs.target, inputs.history, inputs.mask
+
+
+def labels_of(batch: SequenceBatch) -> torch.Tensor:
+    return batch.batch_dict["label"].float().view(-1, 1)
+
+
+def training_loss(model, batch: SequenceBatch):
+    """(model output, CTR + auxiliary loss) of a training forward pass, as the trainer computes them."""
+    from lainctr.trainer import Trainer
+    model.train()
+    out = model(batch, labels_of(batch))
+    return out, Trainer(model, model.trainer_options).loss(out.y_pred, out.auxiliary_loss, labels_of(batch))
+
+
+def long_attention(model, batch: SequenceBatch):
+    """The long branch's attention record (weights, support) of an eval pass."""
+    model.eval()
+    with torch.no_grad():
+        out = model(batch).branches["long"]
+    return out.attention, out.support
 
 
 def assert_finite_on_empty_histories(model, batch: SequenceBatch) -> None:
     """A training step on rows without any behaviour gives finite predictions, loss and gradients."""
-    model.train()
-    out = model(batch)
-    loss = model.compute_loss(out, model.get_labels(batch))
+    out, loss = training_loss(model, batch)
     loss.backward()
-    assert torch.isfinite(out["y_pred"]).all() and torch.isfinite(loss)
+    assert torch.isfinite(out.y_pred).all() and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
@@ -121,10 +139,10 @@ def assert_short_mask_shift_difference(ours, upstream, batch: SequenceBatch) -> 
     own mask, LongCTR's short attention computes ours; with its shifted mask it differs exactly on the rows
     whose window holds their oldest real behaviour. ``batch`` rows 0-2 must be such rows."""
     target, history, mask = model_inputs(ours, batch)
-    window, window_mask = ours.short_window(history, mask)
+    window, window_mask = ours.branches["short"].window_of(history, mask)
     width = window.shape[1]
     with torch.no_grad():
-        mine, _ = ours.short_attention(target, window, window_mask)
+        mine, _ = ours.branches["short"].attention(target, window, window_mask)
         shifted = upstream.short_attention(target, window, mask[:, -width - 1:-1].float())
         fixed = upstream.short_attention(target, window, window_mask.float())
     torch.testing.assert_close(fixed, mine, atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ import torch
 import run_expid
 from lainctr import config
 from lainctr.experiment import run_experiment
+from lainctr.models import model_keys
 
 
 def test_every_expid_loads_with_known_keys():
@@ -19,7 +20,7 @@ def test_every_expid_loads_with_known_keys():
     assert {"DIN_synthetic", "DIN_LAIN_synthetic", "DIN_synthetic_tiny"} <= set(expids)
     for expid in expids:
         params = config.load_config(expid)
-        config.split_params(params, get_model(params["model"]).config_keys())
+        config.split_params(params, model_keys(get_model(params["model"])))
         assert params["expid"] == expid and "dataset_id" in params
 
 

@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
-from lainctr.layers.lain import BranchCondition
+from lainctr.layers.lain import BranchCondition, LMASettings
+from lainctr.models import lain_parameter_count
 from lainctr.layers.recurrent import AUGRU, DotStateAttention, NextBehaviourLoss, left_align, run_gru
-from model_checks import (assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+from model_checks import (labels_of, long_attention, model_inputs, training_loss, assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
@@ -94,12 +95,12 @@ def test_augru_is_a_gru_at_full_attention_and_skips_zero_attention_steps():
 def test_dot_attention_ignores_a_key_side_length_shift():
     """Spec check 5: a per-row constant added to every key does not change dot-product weights."""
     torch.manual_seed(0)
-    attention = DotStateAttention(6, bilinear=False, length_dim=3)
+    attention = DotStateAttention(6, bilinear=False, lma=LMASettings(length_dim=3))
     states, target, mask = torch.randn(2, 5, 6), torch.randn(2, 6), torch.ones(2, 5, dtype=torch.bool)
     condition = BranchCondition(torch.tensor([3.0, 50.0]), None, torch.randn(2, 3))
-    nn.init.normal_(attention.key_shift.weight)
+    nn.init.normal_(attention.length_shift.key.weight)
     _, shifted = attention(target, states, mask, condition)
-    nn.init.zeros_(attention.key_shift.weight)
+    nn.init.zeros_(attention.length_shift.key.weight)
     _, plain = attention(target, states, mask, condition)
     torch.testing.assert_close(shifted, plain)
 
@@ -200,15 +201,15 @@ def test_prompts_sit_directly_before_the_first_real_item(feature_map, model_kwar
         seen["aligned"], seen["lengths"] = aligned, lengths
         return run_gru(gru, aligned, lengths, pack)
 
-    monkeypatch.setitem(type(model).long_interest.__globals__, "run_gru", capture)
-    original = model.auxiliary_loss.forward
-    monkeypatch.setattr(model.auxiliary_loss, "forward",
+    branch = model.branches["long"]
+    monkeypatch.setitem(type(branch).forward.__globals__, "run_gru", capture)
+    original = branch.auxiliary_loss.forward
+    monkeypatch.setattr(branch.auxiliary_loss, "forward",
                         lambda states, tokens, real: seen.update(real=real) or original(states, tokens, real))
     model.train()
     model(tiny_batch)
-    _, tokens, mask, history_length = model.embed(tiny_batch)
-    history = tokens[:, :-1]
-    prompts = model.length_conditions(mask, history_length)["long"].prompts
+    target, history, mask = model_inputs(model, tiny_batch)
+    prompts = model.length_conditions(mask, tiny_batch.history_length)["long"].prompts
     lengths = mask.sum(1)
     assert torch.equal(seen["lengths"], lengths + 3)
     for row in (0, int(torch.argmin(lengths))):
@@ -225,8 +226,8 @@ def test_empty_histories_give_finite_outputs_and_gradients(name, feature_map, mo
     batch = with_empty_rows(tiny_batch, [0, 3, 5])
     model.train()
     out = model(batch)
-    assert torch.all(torch.isfinite(out["y_pred"])) and torch.isfinite(out["auxiliary_loss"])
-    (out["y_pred"].sum() + out["auxiliary_loss"]).backward()
+    assert torch.all(torch.isfinite(out.y_pred)) and torch.isfinite(out.auxiliary_loss)
+    (out.y_pred.sum() + out.auxiliary_loss).backward()
     assert all(torch.all(torch.isfinite(p.grad)) for p in model.parameters() if p.grad is not None)
     everything_empty = with_empty_rows(tiny_batch, list(range(len(tiny_batch.mask))))
     assert torch.all(torch.isfinite(predict(model, everything_empty)))
@@ -234,25 +235,22 @@ def test_empty_histories_give_finite_outputs_and_gradients(name, feature_map, mo
 
 def test_auxiliary_loss_only_in_training(feature_map, model_kwargs, tiny_batch):
     model = build_model("DIEN", feature_map, model_kwargs, auxiliary_loss_weight=0.5)
-    model.train()
-    out = model(tiny_batch)
-    y_true = model.get_labels(tiny_batch)
-    bce = model.loss_fn(out["y_pred"], y_true, reduction="mean")
-    torch.testing.assert_close(model.add_loss(out, y_true), bce + out["auxiliary_loss"])
+    out, loss = training_loss(model, tiny_batch)
+    bce = torch.nn.functional.binary_cross_entropy(out.y_pred, labels_of(tiny_batch))
+    assert out.auxiliary_loss > 0
+    torch.testing.assert_close(loss, bce + out.auxiliary_loss)
     model.eval()
-    assert "auxiliary_loss" not in model(tiny_batch)
+    assert model(tiny_batch).auxiliary_loss is None
     without = build_model("DIEN", feature_map, model_kwargs, use_auxiliary_loss=False).train()
-    assert "auxiliary_loss" not in without(tiny_batch)
+    assert without(tiny_batch).auxiliary_loss is None
 
 
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
     for name in ("DIEN", "DIEN_LAIN"):
         model = build_model(name, feature_map, model_kwargs)
         assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
-        model.capture_attention = True
-        predict(model, tiny_batch)
-        weights, support = model.attention_records["long"]
-        assert weights.shape == support.shape == tiny_batch.mask.shape
+        weights, support = long_attention(model, tiny_batch)   # left-aligned [prompts; items; 0 ...]
+        assert weights.shape == support.shape and torch.equal(support.sum(1), tiny_batch.mask.sum(1).long())
         assert torch.all(weights[~support] == 0)
         total = weights.sum(1)
         if name == "DIEN":    # softmax over the real behaviours only
@@ -274,8 +272,8 @@ def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, mod
     for attention_type in ("din_attention", "dot_attention"):
         backbone = build_model("DIEN", feature_map, model_kwargs, attention_type=attention_type)
         variant = build_model("DIEN_LAIN", feature_map, model_kwargs, attention_type=attention_type)
-        assert backbone.lain_parameter_count() == 0
-        assert variant.lain_parameter_count() == variant.count_parameters() - backbone.count_parameters() > 0
+        assert lain_parameter_count(backbone) == 0
+        assert lain_parameter_count(variant) == variant.count_parameters() - backbone.count_parameters() > 0
 
 
 # ----- upstream parity -------------------------------------------------------------------------
@@ -288,7 +286,8 @@ def upstream_pair(feature_map, model_kwargs, attention_type):
                                     batch_norm=False, embedding_dim=model_kwargs["embedding_dim"], optimizer="adam",
                                     loss="binary_crossentropy", model_root=model_kwargs["model_root"], verbose=0,
                                     metrics=["AUC"])
-    ours_state, hidden = ours.state_dict(), ours.token_dim
+    ours_state = {k.replace("branches.long.", ""): v for k, v in ours.state_dict().items()}
+    hidden = ours.token_dim
     state = {k: v for k, v in ours_state.items() if k.startswith(("embedding_layer.", "dnn."))}
     for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
         state["extraction_modules.0." + name] = ours_state["interest_extractor." + name]

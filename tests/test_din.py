@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+from lainctr.models import lain_parameter_count
+from model_checks import (long_attention, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
@@ -45,9 +46,7 @@ def test_fresh_lain_without_prompts_and_temperature_starts_as_din(feature_map, m
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
     model = build_model("DIN_LAIN", feature_map, model_kwargs)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
-    model.capture_attention = True
-    predict(model, tiny_batch)
-    weights, support = model.attention_records["long"]
+    weights, support = long_attention(model, tiny_batch)
     assert weights.shape == support.shape == tiny_batch.mask.shape
     assert torch.all(weights[~support] == 0)
 
@@ -57,13 +56,11 @@ def test_unknown_lain_switch_is_rejected(feature_map, model_kwargs):
         build_model("DIN_LAIN", feature_map, model_kwargs, use_promtps=False)
 
 
-
-
 def test_lain_parameter_count_is_the_difference_to_the_backbone(feature_map, model_kwargs):
     backbone = build_model("DIN", feature_map, model_kwargs)
     variant = build_model("DIN_LAIN", feature_map, model_kwargs)
-    assert backbone.lain_parameter_count() == 0
-    assert variant.lain_parameter_count() == variant.count_parameters() - backbone.count_parameters() > 0
+    assert lain_parameter_count(backbone) == 0
+    assert lain_parameter_count(variant) == variant.count_parameters() - backbone.count_parameters() > 0
 
 
 @pytest.mark.parametrize("use_softmax", [False, True])
@@ -77,7 +74,7 @@ def test_parity_with_upstream_longctr_din(use_softmax, feature_map, model_kwargs
                                    verbose=0, model_root=model_kwargs["model_root"], embedding_dim=8,
                                    dnn_hidden_units=[32], attention_hidden_units=[16, 8],
                                    attention_hidden_activations="ReLU", din_use_softmax=use_softmax)
-    state = {k.replace("long_attention.scorer.", "attention_layers.attention_layer."): v
+    state = {k.replace("branches.long.attention.scorer.", "attention_layers.attention_layer."): v
              for k, v in ours.state_dict().items()}
     upstream.load_state_dict(state, strict=True)
     upstream.eval()

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lainctr.models import SequenceCTRModel
+from lainctr.models import BranchOutput, ModelOutput
+from lainctr.trainer import Trainer
+from lainctr.training_options import TrainerOptions
 from lainctr.analysis import attention_gini_by_bucket, extra_evaluation_columns, gini, gini_by_bucket
 
 
@@ -70,32 +72,34 @@ def test_gini_by_bucket_means_and_variances():
 
 
 # ----- capture over a loader -------------------------------------------------------------------
-FakeBatch = namedtuple("FakeBatch", "batch_dict history_length weights support")
+class FakeBatch(namedtuple("FakeBatch", "batch_dict history_length weights support")):
+    def to(self, device):
+        return self
 
 
 class FakeFeatureMap:
-    labels = ["label"]
+    labels, group_id, dataset_id = ["label"], "user_index", "fake"
 
 
-class FakeModel:
-    """Implements what attention capture uses of SequenceCTRModel."""
-    predict_arrays = SequenceCTRModel.predict_arrays
-    _verbose = 0
+class FakeModel(torch.nn.Module):
+    """A model whose long branch reports the batch's weights and support (or no attention)."""
 
     def __init__(self, records: bool = True):
-        self.records, self.capture_attention, self.attention_records = records, False, {}
-        self.feature_map = FakeFeatureMap()
+        super().__init__()
+        self.records, self.feature_map, self.model_id = records, FakeFeatureMap(), "fake"
+        self.weight = torch.nn.Parameter(torch.zeros(()))
 
-    def eval(self):
-        return self
-
-    def get_group_id(self, batch):
-        return batch.batch_dict["user_index"]
+    def invalidate_inference_caches(self):
+        pass
 
     def forward(self, batch):
-        if self.records and self.capture_attention:
-            self.attention_records["long"] = (batch.weights, batch.support)
-        return {"y_pred": torch.zeros(len(batch.history_length), 1)}
+        branch = BranchOutput(torch.zeros(len(batch.history_length), 1),
+                              *((batch.weights, batch.support) if self.records else (None, None)))
+        return ModelOutput(torch.zeros(len(batch.history_length), 1), None, {"long": branch})
+
+
+def trainer_of(model) -> Trainer:
+    return Trainer(model, TrainerOptions(verbose=0))
 
 
 def fake_loader():
@@ -108,23 +112,23 @@ def fake_loader():
 
 
 def test_attention_gini_by_bucket_with_fake_model():
-    model = FakeModel()
-    out = attention_gini_by_bucket(model, list(fake_loader()), [100, 200])
+    out = attention_gini_by_bucket(trainer_of(FakeModel()), list(fake_loader()), [100, 200])
     assert out["gini@0-100"] == pytest.approx((0.75 + 0.25) / 2)   # one-hot over 4 and the worked example
     assert out["gini@100-200"] == pytest.approx(0.0)
     assert out["gini@200-inf"] == pytest.approx(0.0)
-    assert model.capture_attention is False and model.attention_records == {}
 
 
 def test_models_without_attention_records_give_empty_dict():
-    assert attention_gini_by_bucket(FakeModel(records=False), list(fake_loader()), [100, 200]) == {}
-    columns = extra_evaluation_columns(FakeModel(records=False).predict_arrays(fake_loader(), "long"), "test", [100, 200])
+    assert attention_gini_by_bucket(trainer_of(FakeModel(records=False)), list(fake_loader()), [100, 200]) == {}
+    columns = extra_evaluation_columns(trainer_of(FakeModel(records=False)).predict_arrays(fake_loader(), "long"),
+                                       "test", [100, 200])
     assert not any("gini" in c for c in columns)
     assert columns["test_sample_share@0-100"] == pytest.approx(0.5)
 
 
 def test_extra_evaluation_columns_names():
-    columns = extra_evaluation_columns(FakeModel().predict_arrays(fake_loader(), "long"), "valid", [100, 200])
+    columns = extra_evaluation_columns(trainer_of(FakeModel()).predict_arrays(fake_loader(), "long"), "valid",
+                                       [100, 200])
     assert set(columns) == {f"valid_{k}@{b}" for k in ("sample_share", "user_share", "gini")
                             for b in ("0-100", "100-200", "200-inf")} | {"valid_gini", "valid_gini_bucket_var",
                                                                           "valid_gini_row_var"}
@@ -138,12 +142,12 @@ def test_capture_on_untrained_din(tiny_dataset, feature_map, model_kwargs):
     from lainctr.registry import get_model
 
     model = get_model("DIN")(feature_map, **model_kwargs)
+    trainer = Trainer(model, model.trainer_options)
     loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=128, max_len=60)
-    out = attention_gini_by_bucket(model, list(itertools.islice(iter(loader), 2)), [100, 200])
+    out = attention_gini_by_bucket(trainer, list(itertools.islice(iter(loader), 2)), [100, 200])
     assert out and 0.0 <= out["gini"] < 1.0
     assert out["gini_rows@0-100"] > 0
-    assert model.capture_attention is False
-    columns = extra_evaluation_columns(model.predict_arrays(list(itertools.islice(iter(loader), 2)), "long"), "test",
+    columns = extra_evaluation_columns(trainer.predict_arrays(list(itertools.islice(iter(loader), 2)), "long"), "test",
                                        [100, 200])
     assert sum(columns[f"test_sample_share@{b}"] for b in ("0-100", "100-200", "200-inf")) == pytest.approx(1.0)
     assert 0.0 <= columns["test_gini"] < 1.0

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lainctr.layers import DINAttention, LAINConfig, LengthConditioner, LengthTemperature, MultiHeadTargetAttention, prepend_prompts
-from lainctr.layers.lain import BranchCondition, BucketLengthEncoder, SpectralLengthEncoder
+from lainctr.layers.lain import NO_LMA, BranchCondition, BucketLengthEncoder, LMASettings, SpectralLengthEncoder
 
 D = 12
 
@@ -53,7 +53,7 @@ def test_switches_decide_what_is_built():
     _, c = condition_for(mask, LAINConfig(use_qk_conditioning=False))
     assert c["long"].length_embedding is None and c["long"].prompts is not None
     _, c = condition_for(mask, LAINConfig(lain_on_short_branch=False))
-    assert c["short"] is None and c["long"] is not None
+    assert "short" not in c and c["long"] is not None
     conditioner, c = condition_for(mask, LAINConfig(use_sle=False))
     assert isinstance(conditioner.length_encoder, BucketLengthEncoder)
     _, c = condition_for(mask, LAINConfig(length_embedding_dim=0))
@@ -69,8 +69,8 @@ def test_switches_decide_what_is_built():
 def test_attention_padding_invariance_and_empty_rows(attention_type):
     torch.manual_seed(1)
     lain = LAINConfig()
-    kwargs = lain.attention_kwargs("long", D)
-    layer = MultiHeadTargetAttention(D, 16, 2, **kwargs) if attention_type == "mha" else DINAttention(D, (8,), **kwargs)
+    lma = lain.lma_settings("long", D)
+    layer = MultiHeadTargetAttention(D, 16, 2, lma=lma) if attention_type == "mha" else DINAttention(D, (8,), lma=lma)
     for module in layer.modules():           # give the zero-initialised conditioning parts real weights
         if hasattr(module, "length_linear") and module.length_linear is not None:
             torch.nn.init.normal_(module.length_linear.weight)
@@ -89,7 +89,7 @@ def test_attention_padding_invariance_and_empty_rows(attention_type):
 def test_key_side_shift_cancels_in_dot_product_attention():
     """Adding the same vector to every key (what key-side conditioning does) leaves the weights unchanged."""
     torch.manual_seed(2)
-    layer = MultiHeadTargetAttention(D, 16, 1)
+    layer = MultiHeadTargetAttention(D, 16, 1, lma=NO_LMA)
     target, seq = torch.randn(4, D), torch.randn(4, 9, D)
     mask = torch.ones(4, 9, dtype=torch.bool)
     _, w1 = layer(target, seq, mask)
@@ -102,24 +102,25 @@ def test_din_length_shifts_equal_the_explicit_concatenation(activation):
     """DIN's LMA: scoring with q' = q + W_qe e and k' = k + W_ke e folded into the first layer equals the MLP
     on the explicit [q', k', q' - k', q' * k'] of every key, and the softmax uses those scores."""
     torch.manual_seed(4)
-    layer = DINAttention(D, (8,), activation, length_dim=5).eval()
-    for shift in (layer.query_shift, layer.key_shift):
+    layer = DINAttention(D, (8,), activation, lma=LMASettings(length_dim=5)).eval()
+    shifts = layer.length_shift
+    for shift in (shifts.query, shifts.key):
         torch.nn.init.normal_(shift.weight)
     target, seq, e = torch.randn(3, D), torch.randn(3, 7, D), torch.randn(3, 5)
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[1, :4] = False
-    q, k = target + layer.query_shift(e), seq + layer.key_shift(e).unsqueeze(1)
+    q, k = target + shifts.query(e), seq + shifts.key(e).unsqueeze(1)
     q = q.unsqueeze(1).expand_as(k)
     explicit = layer.scorer(torch.cat([q, k, q - k, q * k], -1).view(-1, 4 * D)).view(3, 7)
     condition = BranchCondition(torch.full((3,), 7.0), None, e)
     with torch.no_grad():
         pooled, weights = layer(target, seq, mask, condition)
-    torch.testing.assert_close(layer.score(target + layer.query_shift(e), seq, layer.key_shift(e)), explicit)
+    torch.testing.assert_close(layer.score(target + shifts.query(e), seq, shifts.key(e)), explicit)
     torch.testing.assert_close(weights[:, 0], torch.softmax(explicit.masked_fill(~mask, -1e30), -1) * mask)
 
 
 def test_temperature_flattens_short_rows():
-    layer = MultiHeadTargetAttention(D, 16, 1, temperature=True)
+    layer = MultiHeadTargetAttention(D, 16, 1, lma=LMASettings(temperature=True))
     torch.manual_seed(3)
     target, seq = torch.randn(2, D), torch.randn(2, 20, D)
     mask = torch.ones(2, 20, dtype=torch.bool)
@@ -133,7 +134,7 @@ def test_temperature_flattens_short_rows():
 
 def test_zero_length_rows_have_finite_gradients():
     conditioner = LengthConditioner(LAINConfig(), D, 100, ("long", "short"))
-    layer = MultiHeadTargetAttention(D, 16, 1, **LAINConfig().attention_kwargs("long", D))
+    layer = MultiHeadTargetAttention(D, 16, 1, lma=LAINConfig().lma_settings("long", D))
     mask = torch.zeros(3, 5, dtype=torch.bool)
     cond = conditioner(mask, mask.sum(-1))["long"]
     seq, m = prepend_prompts(torch.zeros(3, 5, D), mask, cond)
@@ -146,4 +147,4 @@ def test_zero_length_rows_have_finite_gradients():
 
 def test_din_temperature_needs_softmax():
     with pytest.raises(ValueError, match="din_use_softmax"):
-        DINAttention(D, use_softmax=False, temperature=True)
+        DINAttention(D, use_softmax=False, lma=LMASettings(temperature=True))

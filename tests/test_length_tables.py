@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from lainctr.data.loader import SequenceBatchLoader
+from lainctr.layers import LengthTemperature
+from lainctr.models import lain_parameters
+from lainctr.trainer import Trainer
 from model_checks import build_model, predict
 
 LAIN_MODELS = ["DIN_LAIN", "DIEN_LAIN", "SIM_LAIN", "SDIM_LAIN", "TWIN_LAIN"]
@@ -16,7 +19,7 @@ def perturb_lain(model, seed: int = 1) -> None:
     """Move every LAIN parameter away from its init (the shifts start at zero and would hide errors)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.lain_parameters():
+        for p in lain_parameters(model):
             p.add_(torch.randn(p.shape, generator=generator) * 0.3)
 
 
@@ -24,7 +27,7 @@ def computed(model, batch) -> torch.Tensor:
     """Predictions with every length term computed: eval mode with autograd on never reads the tables."""
     model.eval()
     with torch.enable_grad():
-        return model(batch)["y_pred"].detach()
+        return model(batch).y_pred.detach()
 
 
 @pytest.mark.parametrize("name", LAIN_MODELS)
@@ -33,7 +36,7 @@ def test_tables_give_the_computed_predictions(name, feature_map, model_kwargs, t
     perturb_lain(model)
     tabulated = predict(model, tiny_batch)
     assert model.length_conditioner.table is not None
-    temperatures = [m for m in model.length_table_modules() if m is not model.length_conditioner]
+    temperatures = [m for m in model.modules() if isinstance(m, LengthTemperature)]
     assert temperatures and all(m.table is not None for m in temperatures)
     torch.testing.assert_close(tabulated, computed(model, tiny_batch), atol=1e-6, rtol=1e-5)
 
@@ -52,9 +55,10 @@ def test_tables_follow_optimizer_steps_and_weight_loads(feature_map, model_kwarg
     perturb_lain(model)
     predict(model, tiny_batch)                                   # builds the tables
     # an optimizer step in eval mode: the fused kernel bumps no version counter, the step hook must drop them
+    trainer = Trainer(model, model.trainer_options)
     with torch.enable_grad():
-        model(tiny_batch)["y_pred"].sum().backward()
-    model.optimizer.step()
+        model(tiny_batch).y_pred.sum().backward()
+    trainer.optimizer.step()
     assert model.length_conditioner.table is None
     torch.testing.assert_close(predict(model, tiny_batch), computed(model, tiny_batch), atol=1e-6, rtol=1e-5)
     # an in-place weight load

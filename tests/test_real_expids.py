@@ -9,6 +9,7 @@ from data_preprocess import longctr_parquet
 from fixtures_formats import write_longctr, write_longctr_ebnerd
 from lainctr import config
 from lainctr.experiment import run_experiment
+from lainctr.models import model_keys
 from lainctr.registry import available_models, get_model
 
 DATASETS = {"kuaivideo": ("KuaiVideo_x2", write_longctr), "microvideo": ("MicroVideo1.7M_x2", write_longctr),
@@ -34,9 +35,9 @@ def real_expids():
 @pytest.mark.parametrize("expid", real_expids())
 def test_real_expid_runs(expid, real_root, tmp_path):
     overrides = dict(SMALL, model_root=str(tmp_path))
-    model_keys = get_model(config.load_config(expid)["model"]).config_keys()
-    overrides = {k: v for k, v in overrides.items() if k in model_keys or k in config.RUN_KEYS or k == "verbose"}
-    if "topk" in model_keys:
+    keys = model_keys(get_model(config.load_config(expid)["model"]))
+    overrides = {k: v for k, v in overrides.items() if k in keys or k in config.RUN_KEYS or k in config.TRAINER_KEYS}
+    if "topk" in keys:
         overrides["topk"] = 3
     row = run_experiment(expid, data_root=str(real_root), overrides=overrides, results_file=str(tmp_path / "r.csv"))
     assert math.isfinite(row["test_logloss"]) and row["dataset_id"] == config.load_config(expid)["dataset_id"]

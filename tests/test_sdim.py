@@ -1,11 +1,12 @@
 """SDIM and SDIM_LAIN (and lainctr.layers.hashing): shapes, masking, hashing, LAIN, upstream parity, learning."""
+import functools
 import pytest
 import torch
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.layers.hashing import SimHash, SimHashPooling
 from lainctr.registry import get_model
-from model_checks import (assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
+from model_checks import (long_attention, assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
                           assert_padding_invariant, assert_short_mask_shift_difference, assert_window_respected,
                           build_model, model_inputs, predict, truncate)
 
@@ -96,18 +97,16 @@ def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
 def test_fixed_hyperplanes_deterministic_eval_and_checkpoint(feature_map, model_kwargs, tiny_batch):
     model = build_model("SDIM", feature_map, model_kwargs)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
-    assert "hash_pooling.hash.planes" in model.state_dict()
-    assert all(p is not model.hash_pooling.hash.planes for p in model.parameters())
+    assert "branches.long.hash_pooling.hash.planes" in model.state_dict()
+    assert all(p is not model.branches["long"].hash_pooling.hash.planes for p in model.parameters())
     torch.manual_seed(123)   # the planes come from hash_seed, not from the global generator
     same_seed = get_model("SDIM")(feature_map, **model_kwargs)
-    assert torch.equal(same_seed.hash_pooling.hash.planes, model.hash_pooling.hash.planes)
+    assert torch.equal(same_seed.branches["long"].hash_pooling.hash.planes, model.branches["long"].hash_pooling.hash.planes)
     other = build_model("SDIM", feature_map, model_kwargs, hash_seed=1)
-    assert not torch.equal(other.hash_pooling.hash.planes, model.hash_pooling.hash.planes)
+    assert not torch.equal(other.branches["long"].hash_pooling.hash.planes, model.branches["long"].hash_pooling.hash.planes)
     other.load_state_dict(model.state_dict(), strict=True)   # the checkpoint carries the hash functions
     assert torch.equal(predict(other, tiny_batch), predict(model, tiny_batch))
-    model.capture_attention = True
-    predict(model, tiny_batch)
-    weights, support = model.attention_records["long"]
+    weights, support = long_attention(model, tiny_batch)
     assert weights.shape == support.shape == tiny_batch.mask.shape and torch.all(weights[~support] == 0)
 
 
@@ -124,7 +123,7 @@ def test_hash_branch_has_no_lma(feature_map, model_kwargs, tiny_batch):
     backbone = build_model("SDIM", feature_map, model_kwargs)
     variant = build_model("SDIM_LAIN", feature_map, model_kwargs, use_prompts=False, lain_on_short_branch=False)
     variant.load_state_dict(backbone.state_dict(), strict=False)
-    assert variant.short_attention.temperature is None
+    assert variant.branches["short"].attention.temperature is None
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch), atol=0, rtol=0)
 
 
@@ -134,8 +133,8 @@ def test_prompts_always_collide_in_the_hash_branch(feature_map, model_kwargs, ti
     with torch.no_grad():
         target, history, mask = model_inputs(model, batch)
         prompts = model.length_conditions(mask, batch.history_length)["long"].prompts
-        pooled, _ = model.hash_pooling(target, history, mask, always_match=prompts)
-        expected = reference_pool(model.hash_pooling.hash.planes, target[:4], history[:4], mask[:4], True, prompts[:4])
+        pooled, _ = model.branches["long"].hash_pooling(target, history, mask, always_match=prompts)
+        expected = reference_pool(model.branches["long"].hash_pooling.hash.planes, target[:4], history[:4], mask[:4], True, prompts[:4])
     torch.testing.assert_close(pooled[:4], expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pooled[0], torch.nn.functional.normalize(prompts[0].sum(0), dim=0))   # L = 0
 
@@ -159,12 +158,13 @@ def test_invalid_configurations_are_rejected(feature_map, model_kwargs):
 def upstream_sdim(feature_map, ours, tmp_path, **extra):
     """LongCTR's SDIM with our model's weights and hyperplanes."""
     module = pytest.importorskip("model_zoo.LongCTR.SDIM.SDIM")
-    pooling = ours.hash_pooling
+    pooling = ours.branches["long"].hash_pooling
     upstream = module.SDIM(feature_map, gpu=-1, dnn_hidden_units=[32], attention_dim=64, num_heads=1,
                            num_hashes=pooling.hash.num_hashes, hash_bits=pooling.hash.hash_bits,
                            l2_norm=pooling.l2_norm, short_seq_len=10, embedding_dim=8, optimizer="adam",
                            loss="binary_crossentropy", model_root=str(tmp_path), verbose=0, metrics=["AUC"], **extra)
-    state = {k.replace(".linear.", "."): v for k, v in ours.state_dict().items()}
+    names = (("branches.short.attention.", "short_attention."), ("branches.long.", ""), (".linear.", "."))
+    state = {functools.reduce(lambda key, pair: key.replace(*pair), names, k): v for k, v in ours.state_dict().items()}
     state["random_rotations"] = state.pop("hash_pooling.hash.planes").unsqueeze(0)
     missing, unexpected = upstream.load_state_dict(state, strict=False)
     assert not unexpected and missing == ["powers_of_two"]
@@ -189,7 +189,7 @@ def test_parity_with_longctr(l2_norm, feature_map, model_kwargs, tiny_dataset, t
     target, history, mask = model_inputs(ours, padded)
     with torch.no_grad():
         expected = upstream.lsh_attentioin(upstream.random_rotations, target, history, mask.float())
-        pooled, _ = ours.hash_pooling(target, history, mask)
+        pooled, _ = ours.branches["long"].hash_pooling(target, history, mask)
     torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
 
 

@@ -1,9 +1,10 @@
 """SIM and SIM_LAIN: shapes, masking, retrieval, auxiliary loss, LAIN-off equivalence, upstream parity, learning."""
+import functools
 import pytest
 import torch
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
-from model_checks import (assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
+from model_checks import (labels_of, long_attention, training_loss, assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
                           assert_padding_invariant, assert_short_mask_shift_difference, assert_window_respected,
                           build_model, model_inputs, predict, truncate)
 
@@ -14,6 +15,15 @@ SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditionin
             {"shared_prompts": False}, {"learn_pivot": True}, {"lain_gsu_query": True},
             {"gsu_mode": "hard", "gsu_loss": False}, {"use_short_branch": False, "topk": 5}]
 HARD = {"gsu_mode": "hard", "gsu_loss": False}
+
+
+def search(model):
+    """The SIM long branch (GSU + ESU)."""
+    return model.branches["long"]
+
+
+def gsu_scores(model, batch, condition=None):
+    return search(model).gsu_scores(model.branch_inputs(batch)[1], condition)
 
 
 
@@ -40,14 +50,14 @@ def test_behaviour_beyond_max_len_has_no_effect(name, extra, feature_map, model_
 def test_topk_never_returns_padding_while_real_behaviours_remain(extra, feature_map, model_kwargs, tiny_batch):
     model = build_model("SIM", feature_map, model_kwargs, **extra)
     target, history, mask = model_inputs(model, tiny_batch)
-    scores = model.gsu_scores(target, history, tiny_batch)
+    scores = gsu_scores(model, tiny_batch)
     for sign in (1.0, -1.0):   # all-negative real scores: LongCTR's zero-scored padding would win
-        scores_signed = sign * (scores.abs() + 1) if model.gsu_mode == "soft" else scores
-        index, _, selected = model.retrieve(scores_signed, history, mask)
+        scores_signed = sign * (scores.abs() + 1) if search(model).gsu_mode == "soft" else scores
+        index, _, selected = search(model).retrieve(scores_signed, history, mask)
         assert torch.all(torch.gather(mask, 1, index)[selected])             # selected slots are real
-        if model.gsu_mode == "soft":
+        if search(model).gsu_mode == "soft":
             assert torch.equal(selected.sum(1), mask.sum(1).clamp(max=8))    # min(k, L) real behaviours
-    if model.gsu_mode == "hard":   # hard search: the matches only, most recent first
+    if search(model).gsu_mode == "hard":   # hard search: the matches only, most recent first
         categories = tiny_batch.item_dict["cate_id"].view(mask.shape[0], -1)
         matches = (categories[:, :-1] == categories[:, -1:]) & mask
         assert torch.equal(selected.sum(1), matches.sum(1).clamp(max=8))
@@ -65,7 +75,7 @@ def test_history_no_longer_than_topk_skips_the_selection(extra, feature_map, mod
     mask = tiny_batch.mask > 0
     scores = torch.randint(0, 2, mask.shape).float()          # hard search: 1 = same category
     history = torch.randn(*mask.shape, 3)
-    index, retrieved, selected = model.retrieve(scores, history, mask)
+    index, retrieved, selected = search(model).retrieve(scores, history, mask)
     assert torch.equal(index[0], torch.arange(width)) and torch.equal(retrieved, history)
     assert torch.equal(selected, mask & (scores >= 1) if extra else mask)
     assert_padding_invariant(model, tiny_batch, extra=9)    # 9 more columns: the top-k path
@@ -81,9 +91,7 @@ def test_empty_history_rows_are_finite(feature_map, model_kwargs, tiny_batch):
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
     model = build_model("SIM_LAIN", feature_map, model_kwargs, topk=8)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
-    model.capture_attention = True
-    predict(model, tiny_batch)
-    weights, support = model.attention_records["long"]
+    weights, support = long_attention(model, tiny_batch)
     assert weights.shape == support.shape == (tiny_batch.mask.shape[0], 8)
     assert torch.all(weights[~support] == 0)
     assert torch.all(weights.sum(1) < 1)   # the prompts take part of the softmax mass but are not recorded
@@ -92,31 +100,28 @@ def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny
 # ----------------------------------------------------------------------------- auxiliary (GSU) loss
 def test_auxiliary_loss_trains_soft_search(feature_map, model_kwargs, tiny_batch):
     model = build_model("SIM", feature_map, model_kwargs, gsu_loss_weight=0.5)
-    model.train()
-    out = model(tiny_batch)
-    assert "auxiliary_loss" in out and model.auxiliary_outputs == {}
-    y_true = model.get_labels(tiny_batch)
-    bce = model.loss_fn(out["y_pred"], y_true, reduction="mean")
-    torch.testing.assert_close(model.add_loss(out, y_true), bce + out["auxiliary_loss"])
-    model.add_loss(out, y_true).backward()
-    assert model.W_b.weight.grad.abs().sum() > 0 and model.W_a.linear.weight.grad.abs().sum() > 0
+    out, loss = training_loss(model, tiny_batch)
+    bce = torch.nn.functional.binary_cross_entropy(out.y_pred, labels_of(tiny_batch))
+    assert out.auxiliary_loss is not None and out.auxiliary_loss > 0
+    torch.testing.assert_close(loss, bce + out.auxiliary_loss)
+    loss.backward()
+    assert search(model).W_b.weight.grad.abs().sum() > 0 and search(model).W_a.linear.weight.grad.abs().sum() > 0
     model.eval()
-    assert "auxiliary_loss" not in model(tiny_batch)    # training only
+    assert model(tiny_batch, labels_of(tiny_batch)).auxiliary_loss is None    # training only
 
     no_aux = build_model("SIM", feature_map, model_kwargs, gsu_loss=False)   # the top-k is not differentiable:
-    no_aux.train()                                                     # without the loss soft search is frozen
-    out = no_aux(tiny_batch)
-    no_aux.add_loss(out, no_aux.get_labels(tiny_batch)).backward()
-    assert "auxiliary_loss" not in out and no_aux.W_b.weight.grad is None
+    out, loss = training_loss(no_aux, tiny_batch)                       # without the loss soft search is frozen
+    loss.backward()
+    assert out.auxiliary_loss is None and search(no_aux).W_b.weight.grad is None
 
 
 def test_gsu_pool_mean_is_length_normalised(feature_map, model_kwargs, tiny_batch):
     model = build_model("SIM", feature_map, model_kwargs)
     target, history, mask = model_inputs(model, tiny_batch)
-    scores = model.gsu_scores(target, history, tiny_batch)
-    mean = model.gsu_pooled(scores, history, mask)
-    model.gsu_pool = "sum"
-    total = model.gsu_pooled(scores, history, mask)
+    scores = gsu_scores(model, tiny_batch)
+    mean = search(model).gsu_pooled(scores, history, mask)
+    search(model).gsu_pool = "sum"
+    total = search(model).gsu_pooled(scores, history, mask)
     torch.testing.assert_close(mean * mask.sum(1, keepdim=True).float(), total)
 
 
@@ -149,13 +154,13 @@ def test_lain_retrieval_sees_real_behaviours_only(feature_map, model_kwargs, tin
         variant.load_state_dict(backbone.state_dict(), strict=False)
         target, history, mask = model_inputs(backbone, tiny_batch)
         conditions = variant.length_conditions(mask, tiny_batch.history_length)
-        expected = backbone.retrieve(backbone.gsu_scores(target, history, tiny_batch), history, mask)
-        got = variant.retrieve(variant.gsu_scores(target, history, tiny_batch, conditions["long"]), history, mask)
+        expected = search(backbone).retrieve(gsu_scores(backbone, tiny_batch), history, mask)
+        got = search(variant).retrieve(gsu_scores(variant, tiny_batch, conditions["long"]), history, mask)
         assert torch.equal(got[0], expected[0]) and torch.equal(got[2], expected[2])
     with torch.no_grad():
-        torch.nn.init.normal_(variant.W_a.length_linear.weight, std=1.0)
-    shifted = variant.gsu_scores(target, history, tiny_batch, conditions["long"])
-    assert not torch.equal(variant.retrieve(shifted, history, mask)[0], expected[0])
+        torch.nn.init.normal_(search(variant).W_a.length_linear.weight, std=1.0)
+    shifted = gsu_scores(variant, tiny_batch, conditions["long"])
+    assert not torch.equal(search(variant).retrieve(shifted, history, mask)[0], expected[0])
 
 
 def test_fresh_lain_without_prompts_and_temperature_starts_as_sim(feature_map, model_kwargs, tiny_batch):
@@ -173,7 +178,9 @@ def upstream_sim(feature_map, ours, tmp_path, **extra):
     upstream = module.SIM(feature_map, gpu=-1, dnn_hidden_units=[32], attention_dim=64, num_heads=1,
                           short_seq_len=10, embedding_dim=8, optimizer="adam", loss="binary_crossentropy",
                           model_root=str(tmp_path), verbose=0, metrics=["AUC"], **extra)
-    state = {k.replace(".linear.", "."): v for k, v in ours.state_dict().items()}
+    names = (("branches.long.attention.", "long_attention."), ("branches.short.attention.", "short_attention."),
+             ("branches.long.", ""), (".linear.", "."))
+    state = {functools.reduce(lambda key, pair: key.replace(*pair), names, k): v for k, v in ours.state_dict().items()}
     state = {k: v for k, v in state.items() if not k.startswith("gsu_head.")}
     state["dnn.mlp.0.weight"] = long_short_to_short_long(state["dnn.mlp.0.weight"], ours.token_dim)
     missing, unexpected = upstream.load_state_dict(state, strict=False)
@@ -203,10 +210,10 @@ def test_parity_with_longctr_on_unpadded_batch(topk, feature_map, model_kwargs, 
     torch.testing.assert_close(upstream_predict(upstream, batch), predict(ours, batch), atol=1e-5, rtol=1e-5)
     # the GSU pool: LongCTR's unnormalised sum equals ours with gsu_pool: sum
     target, history, mask = model_inputs(ours, batch)
-    ours.gsu_pool = "sum"
+    search(ours).gsu_pool = "sum"
     expected = torch.bmm((upstream.W_a(target).unsqueeze(1) @ upstream.W_b(history).transpose(1, 2)) * mask.unsqueeze(1),
                          history).squeeze(1)
-    torch.testing.assert_close(ours.gsu_pooled(ours.gsu_scores(target, history, batch), history, mask), expected)
+    torch.testing.assert_close(search(ours).gsu_pooled(gsu_scores(ours, batch), history, mask), expected)
 
 
 def test_difference_short_mask_shift(feature_map, model_kwargs, tiny_batch, tmp_path):
@@ -224,7 +231,7 @@ def test_difference_topk_over_padding(feature_map, model_kwargs, tiny_batch, tmp
     ours = build_model("SIM", feature_map, model_kwargs, topk=8)
     upstream = upstream_sim(feature_map, ours, tmp_path, topk=8)
     with torch.no_grad():
-        ours.W_b.weight.copy_(-ours.W_a.linear.weight)
+        search(ours).W_b.weight.copy_(-search(ours).W_a.linear.weight)
         upstream.W_b.weight.copy_(-upstream.W_a.weight)
     # every behaviour of a short row becomes the target item: r_i = -|W_a q|^2 < 0
     width = tiny_batch.mask.shape[1]
@@ -241,9 +248,9 @@ def test_difference_topk_over_padding(feature_map, model_kwargs, tiny_batch, tmp
         upstream_index = (upstream_scores * mask).topk(8, dim=1)[1]
         upstream_esu = upstream.long_attention(target, torch.gather(history, 1, upstream_index.unsqueeze(-1).expand(
             -1, -1, history.shape[-1])), torch.gather(mask.float(), 1, upstream_index))
-        scores = ours.gsu_scores(target, history, batch)
-        index, retrieved, selected = ours.retrieve(scores, history, mask)
-        esu, _ = ours.long_attention(target, retrieved, selected)
+        scores = gsu_scores(ours, batch)
+        index, retrieved, selected = search(ours).retrieve(scores, history, mask)
+        esu, _ = search(ours).attention(target, retrieved, selected)
     torch.testing.assert_close(scores, upstream_scores)
     assert torch.all(scores[row][mask[row]] < 0)
     assert int(mask[row][upstream_index[row]].sum()) == 0                      # LongCTR: padding only

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from lainctr.data.loader import SequenceBatch
-from lainctr.layers.lain import BranchCondition
+from lainctr.layers.lain import NO_LMA, BranchCondition, LMASettings
+from lainctr.trainer import Trainer
 from lainctr.layers.twin_attention import ConsistentTopKAttention, CrossFeatureBias
-from model_checks import (assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
+from model_checks import (long_attention, assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, left_pad, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
@@ -77,9 +78,7 @@ def test_lain_all_off_is_twin(extra, feature_map, model_kwargs, tiny_batch):
 def test_deterministic_eval_and_attention_record(feature_map, model_kwargs, tiny_batch):
     model = build_twin("TWIN_LAIN", feature_map, model_kwargs, num_heads=2)
     assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
-    model.capture_attention = True
-    predict(model, tiny_batch)
-    weights, support = model.attention_records["long"]
+    weights, support = long_attention(model, tiny_batch)
     assert weights.shape == support.shape == (tiny_batch.mask.shape[0], 2 * 8)   # heads side by side, no prompts
     assert torch.all(weights[~support] == 0)
     assert torch.all(support.sum(-1) == 2 * tiny_batch.mask.sum(-1).clamp(max=8))
@@ -91,7 +90,7 @@ def test_empty_history_rows_are_finite(name, feature_map, model_kwargs, tiny_bat
     perturb_lain(model)
     batch = empty_rows(tiny_batch, [0, 5, 9])
     model.train()
-    out = model(batch)["y_pred"]
+    out = model(batch).y_pred
     assert torch.isfinite(out).all()
     out.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -108,7 +107,7 @@ def test_unknown_key_and_bad_category_feature(feature_map, model_kwargs):
 
 # ----- retrieval -----------------------------------------------------------------------------------
 def identity_attention(dim: int, topk: int, **kwargs) -> ConsistentTopKAttention:
-    attention = ConsistentTopKAttention(dim, dim, 1, topk, **kwargs)
+    attention = ConsistentTopKAttention(dim, dim, 1, topk, lma=NO_LMA, **kwargs)
     with torch.no_grad():
         for w in (attention.W_q.linear.weight, attention.W_h.linear.weight, attention.W_v.weight, attention.W_o.weight):
             w.copy_(torch.eye(dim))
@@ -141,7 +140,7 @@ def test_topk_never_returns_padding_while_real_behaviours_remain():
 
 def test_esu_softmax_uses_exactly_the_retrieval_scores():
     torch.manual_seed(0)
-    attention = ConsistentTopKAttention(6, 8, 2, topk=5)
+    attention = ConsistentTopKAttention(6, 8, 2, topk=5, lma=NO_LMA)
     target, sequence = torch.randn(4, 6), torch.randn(4, 20, 6)
     mask = torch.ones(4, 20, dtype=torch.bool)
     out = attention(target, sequence, mask)
@@ -157,7 +156,7 @@ def test_history_no_longer_than_topk_skips_the_selection(with_cache):
     """T <= k retrieves everything without top-k or gathers; it must equal the selection path, which the
     same rows take once left padding makes them wider than k."""
     torch.manual_seed(0)
-    attention = ConsistentTopKAttention(6, 8, 2, topk=8)
+    attention = ConsistentTopKAttention(6, 8, 2, topk=8, lma=NO_LMA)
     items = torch.randn(30, 6)
     rows = torch.randint(1, 30, (4, 8))
     mask = torch.ones(4, 8, dtype=torch.bool)
@@ -187,7 +186,7 @@ def lain_condition(batch_size: int, dim: int, length: float = 20.0, prompts: int
 
 def lain_attention(temperature: bool = True) -> ConsistentTopKAttention:
     torch.manual_seed(0)
-    attention = ConsistentTopKAttention(6, 8, 2, topk=5, length_dim=5, temperature=temperature)
+    attention = ConsistentTopKAttention(6, 8, 2, topk=5, lma=LMASettings(length_dim=5, temperature=temperature))
     with torch.no_grad():
         attention.W_q.length_linear.weight.normal_()
         attention.W_h.length_linear.weight.normal_()
@@ -253,19 +252,18 @@ def test_cross_bias_drives_retrieval(feature_map, model_kwargs, tiny_batch):
     """A strong same-category bias makes the GSU pick same-category behaviours first (identical items at
     different recency also get different scores: the bias is per behaviour, not per row)."""
     model = build_twin("TWIN", feature_map, model_kwargs, use_cross_bias=True, cross_features=["same_category"])
+    branch = model.branches["long"]
     with torch.no_grad():
-        model.cross_bias.embeddings["same_category"].weight.copy_(torch.tensor([[0.0] * 4, [1.0] * 4]))
-        model.cross_bias.compression.fill_(1.0)
-        model.cross_bias.beta.fill_(1000.0)
-    model.capture_attention = True
+        branch.cross_bias.embeddings["same_category"].weight.copy_(torch.tensor([[0.0] * 4, [1.0] * 4]))
+        branch.cross_bias.compression.fill_(1.0)
+        branch.cross_bias.beta.fill_(1000.0)
     batch_size, width = tiny_batch.mask.shape
     category = tiny_batch.item_dict["cate_id"].view(batch_size, width + 1)
     same = (category[:, :-1] == category[:, -1:]) & (tiny_batch.mask > 0)
     model.eval()
     with torch.no_grad():
-        context, tokens, mask, length = model.embed(tiny_batch)
-        out = model.long_attention(tokens[:, -1], tokens[:, :-1], mask, None,
-                                   model.behaviour_bias(tiny_batch, width))
+        inputs = model.branch_inputs(tiny_batch)[1]
+        out = branch.attention(inputs.target, inputs.history, inputs.mask, None, branch.behaviour_bias(inputs))
     picked_same = torch.gather(same, 1, out.index[:, 0]) & out.selected[:, 0]
     assert torch.equal(picked_same.sum(-1), same.sum(-1).clamp(max=8))
 
@@ -279,45 +277,41 @@ def test_cached_and_uncached_predictions_are_identical(name, extra, feature_map,
     perturb_lain(model)
     uncached = predict(model, tiny_batch)
     padded = predict(model, left_pad(tiny_batch, 5))
-    model.precompute_item_projections(tiny_dataset.item_table)
     model.eval()
+    model.prepare_inference(tiny_dataset.item_table)
     with torch.no_grad():
-        assert model.item_cache_valid()
-        cached = model(tiny_batch)["y_pred"]
-        cached_padded = model(left_pad(tiny_batch, 5))["y_pred"]
-        window = model.short_seq_len if model.short_attention is not None else 1
-        assert model.embed(tiny_batch)[1].shape[1] == window                 # long history not embedded
+        assert model.branches["long"].uses_item_cache()
+        cached = model(tiny_batch).y_pred
+        cached_padded = model(left_pad(tiny_batch, 5)).y_pred
+        window = model.short_seq_len - 1 if "short" in model.branches else 0
+        assert model.branch_inputs(tiny_batch)[1].history.shape[1] == window    # long history not embedded
     torch.testing.assert_close(cached, uncached, atol=1e-6, rtol=0)
     torch.testing.assert_close(cached_padded, padded, atol=1e-6, rtol=0)
 
 
 def test_cache_is_dropped_in_train_mode_and_stale_after_a_step(feature_map, model_kwargs, tiny_dataset, tiny_batch):
     model = build_twin("TWIN", feature_map, model_kwargs)
-    model.precompute_item_projections(tiny_dataset.item_table)
+    branch = model.branches["long"]
     model.eval()
+    model.prepare_inference(tiny_dataset.item_table)
     with torch.no_grad():
-        assert model.item_cache_valid()
-    assert not model.item_cache_valid()                                      # autograd on: never the cache
+        assert branch.uses_item_cache()
+    assert not branch.uses_item_cache()                                      # autograd on: never the cache
     model.train()
-    assert model.long_attention.item_cache is None
-    model.precompute_item_projections(tiny_dataset.item_table)
+    assert branch.attention.item_cache is None
+    trainer = Trainer(model, model.trainer_options)
     model.eval()
-    model.optimizer.zero_grad()                                              # a step taken in eval mode
-    model(tiny_batch)["y_pred"].sum().backward()
-    model.optimizer.step()
-    with torch.no_grad():
-        assert not model.item_cache_valid()
-        stale_ignored = model(tiny_batch)["y_pred"]
-    model.long_attention.drop_item_cache()
-    torch.testing.assert_close(stale_ignored, predict(model, tiny_batch), atol=0, rtol=0)
-    model.precompute_item_projections(tiny_dataset.item_table)
-    model.load_state_dict(copy.deepcopy(model.state_dict()))                # weight load: stale too
-    with torch.no_grad():
-        assert not model.item_cache_valid()
-    model.precompute_item_projections(tiny_dataset.item_table)
-    model.load_state_dict(copy.deepcopy(model.state_dict()), assign=True)  # new tensors, fresh counters
-    with torch.no_grad():
-        assert not model.item_cache_valid()
+    model.prepare_inference(tiny_dataset.item_table)
+    trainer.optimizer.zero_grad()                                            # a step taken in eval mode
+    model(tiny_batch).y_pred.sum().backward()
+    trainer.optimizer.step()
+    assert branch.attention.item_cache is None                               # dropped by the step
+    fresh = predict(model, tiny_batch)
+    for assign in (False, True):                                             # weight loads: the cache is stale
+        model.prepare_inference(tiny_dataset.item_table)
+        model.load_state_dict(copy.deepcopy(model.state_dict()), assign=assign)   # assign: new tensors
+        torch.testing.assert_close(predict(model, tiny_batch), fresh, atol=0, rtol=0)
+        assert branch.attention.item_cache is None
 
 
 # ----- upstream LongCTR parity -----------------------------------------------------------------------
@@ -335,7 +329,7 @@ def test_parity_with_upstream_topk_attention(num_heads):
     torch.manual_seed(0)
     dim, topk, width = 12, 6, 30
     upstream = upstream_twin.MultiHeadTopKAttention(dim, 0, 4, 16, topk, num_heads).eval()
-    ours = ConsistentTopKAttention(dim, 16, num_heads, topk).eval()
+    ours = ConsistentTopKAttention(dim, 16, num_heads, topk, lma=NO_LMA).eval()
     copy_upstream_weights(ours, upstream)
     target, sequence = torch.randn(5, dim), torch.randn(5, width, dim)
     lengths = torch.tensor([30, 6, 17, 9, 25])                               # every row >= topk real behaviours
@@ -373,7 +367,7 @@ def test_upstream_short_mask_is_shifted_by_one(feature_map, model_kwargs, tiny_b
         upstream(upstream_batch(one_item))
     assert seen["mask"].sum() == 0                                            # upstream: the item is masked
     ours = build_twin("TWIN", feature_map, model_kwargs)
-    _, short_mask = ours.short_window(torch.zeros(batch_size, width, 8), one_item.mask > 0)
+    _, short_mask = ours.branches["short"].window_of(torch.zeros(batch_size, width, 8), one_item.mask > 0)
     assert torch.all(short_mask.sum(-1) == 1) and torch.all(short_mask[:, -1])
 
 
@@ -384,7 +378,7 @@ def test_upstream_cross_feature_bias_crashes_ours_works():
     upstream = upstream_twin.MultiHeadTopKAttention(input_dim=12, Kc=1, embedding_dim=4, attention_dim=16, topk=4)
     with pytest.raises(RuntimeError):
         upstream(torch.randn(2, 12), torch.randn(2, 10, 12), torch.ones(2, 10))
-    ours = ConsistentTopKAttention(12, 16, 1, topk=4)
+    ours = ConsistentTopKAttention(12, 16, 1, topk=4, lma=NO_LMA)
     bias = CrossFeatureBias(1, max_len=10)(10, torch.tensor([1, 2]), torch.randint(0, 3, (2, 10)))
     out = ours(torch.randn(2, 12), torch.randn(2, 10, 12), torch.ones(2, 10, dtype=torch.bool), bias=bias)
     assert torch.isfinite(out.pooled).all()

@@ -1,4 +1,4 @@
-"""Evaluation columns beyond ``lainctr.experiment.evaluation_columns``: length shares and attention Gini."""
+"""Evaluation columns beyond the metrics (``Trainer.evaluation_columns``): length shares and attention Gini."""
 from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence
@@ -11,7 +11,7 @@ from .length import bucket_report
 
 def extra_evaluation_columns(arrays: Mapping[str, np.ndarray], split: str, boundaries: Sequence[int]) -> Dict[str, float]:
     """``{split}_sample_share@..``, ``{split}_user_share@..`` and, when ``arrays`` has ``gini`` (see
-    ``SequenceCTRModel.predict_arrays(loader, attention_branch="long")``), ``{split}_gini@..``,
+    ``Trainer.predict_arrays(loader, attention_branch="long")``), ``{split}_gini@..``,
     ``{split}_gini``, ``{split}_gini_bucket_var``, ``{split}_gini_row_var``.
     """
     columns: Dict[str, float] = {}

@@ -73,13 +73,11 @@ def gini_by_bucket(values: np.ndarray, history_length: np.ndarray, boundaries: S
     return out
 
 
-def attention_gini_by_bucket(model, loader, boundaries: Sequence[int], branch: str = "long") -> Dict[str, float]:
-    """Mean long-branch attention Gini per length bucket (see :func:`gini_by_bucket`).
-
-    Turns ``model.capture_attention`` on for one pass over ``loader`` (restored afterwards). Returns {}
-    for a model that records no attention for ``branch`` (e.g. SDIM's hashing branch).
-    """
-    arrays = model.predict_arrays(loader, attention_branch=branch)
+def attention_gini_by_bucket(trainer, loader, boundaries: Sequence[int], branch: str = "long") -> Dict[str, float]:
+    """Mean attention Gini of ``branch`` per length bucket (see :func:`gini_by_bucket`), from one pass of
+    ``trainer`` (a :class:`~lainctr.trainer.Trainer`) over ``loader``. Returns {} when the branch reports
+    no attention."""
+    arrays = trainer.predict_arrays(loader, attention_branch=branch)
     if "gini" not in arrays:
         return {}
     return gini_by_bucket(arrays["gini"], arrays["history_length"], boundaries)

@@ -18,7 +18,7 @@ def bucket_report(arrays: Mapping[str, np.ndarray], boundaries: Sequence[int]) -
 
     Args:
         arrays: ``y_true``, ``group`` (user) and ``history_length``, each (N,), e.g. from
-            ``model.predict_arrays(loader)``.
+            ``Trainer.predict_arrays(loader)``.
         boundaries: bucket boundaries, e.g. [100, 200].
     Returns:
         ``{"0-100": {"samples", "sample_share", "users", "user_share", "ctr"}, ...}`` in bucket order.

@@ -32,6 +32,15 @@ class SequenceBatch(NamedTuple):
     history_length: torch.Tensor
     item_index: torch.Tensor
 
+    def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceBatch":
+        """The batch on ``device`` (itself when it is there already)."""
+        if self.mask.device == torch.device(device):
+            return self
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return SequenceBatch({k: move(v) for k, v in self.batch_dict.items()},
+                             {k: move(v) for k, v in self.item_dict.items()},
+                             move(self.mask), move(self.history_length), move(self.item_index))
+
 
 def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: np.ndarray,
                      seq_len: np.ndarray, max_len: int) -> torch.Tensor:

@@ -11,14 +11,15 @@ built without ``length_dim``/``temperature``) it computes exactly the plain back
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 from torch.nn import functional as F
 
-from .lain import BranchCondition
+from .caching import LengthTabulated
+from .lain import BranchCondition, LAINOnly, LMASettings
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -31,7 +32,7 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
     return torch.softmax(filled, dim=dim) * mask
 
 
-class LengthTemperature(nn.Module):
+class LengthTemperature(LAINOnly, LengthTabulated, nn.Module):
     """tau(L) = 1 + gamma * sigmoid(-beta * (L - L0)), with gamma, beta > 0 via softplus.
 
     Short sequences get tau -> 1 + gamma (flatter attention), long ones tau -> 1 (unchanged).
@@ -70,7 +71,7 @@ class LengthTemperature(nn.Module):
         """tau(L) for lengths (N,) = 0, 1, ..., N - 1, for inference (see ``BranchCondition.table_rows``)."""
         self.table = self(lengths)
 
-    def drop_table(self) -> None:
+    def drop_cache(self) -> None:
         self.table = None
 
     def of(self, condition: BranchCondition) -> torch.Tensor:
@@ -80,7 +81,7 @@ class LengthTemperature(nn.Module):
         return self(condition.length)
 
 
-class LengthShift(nn.Linear):
+class LengthShift(LAINOnly, nn.Linear):
     """W_e e_len, (B, d_e) -> (B, out_dim): the length part of a projection of [x; e_len]. Bias-free and
     zero-initialised, so that a fresh LAIN model starts as its backbone."""
 
@@ -103,10 +104,6 @@ class ConditionedLinear(nn.Module):
         self.linear = nn.Linear(in_dim, out_dim, bias=False)
         self.length_linear = LengthShift(length_dim, out_dim) if length_dim > 0 else None
 
-    def lain_parameters(self) -> List[nn.Parameter]:
-        """Parameters that exist only because of LAIN (for overhead accounting)."""
-        return list(self.length_linear.parameters()) if self.length_linear is not None else []
-
     def shift(self, length_embedding: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """W_e e: (B, out_dim), or None without conditioning."""
         if self.length_linear is None or length_embedding is None:
@@ -123,11 +120,15 @@ class ConditionedLinear(nn.Module):
 
 
 class LengthModulation(nn.Module):
-    """The temperature part of LMA, shared by every target attention (MHTA, DIN, TWIN's top-k)."""
+    """Base of every attention that LMA can modulate (MHTA, DIN's, the state attentions, TWIN's top-k): holds
+    its :class:`LMASettings` and the temperature part. ``lma`` is a required argument of every subclass, so
+    no attention can be built without saying whether it is length-modulated."""
 
-    def __init__(self, temperature: bool, pivot: float, gamma_init: float, learn_pivot: bool):
+    def __init__(self, lma: LMASettings):
         super().__init__()
-        self.temperature = LengthTemperature(pivot, gamma_init, learn_pivot) if temperature else None
+        self.lma = lma
+        self.temperature = (LengthTemperature(lma.temperature_pivot, lma.temperature_gamma_init, lma.learn_pivot)
+                            if lma.temperature else None)
 
     def scale_logits(self, logits: torch.Tensor, condition: Optional[BranchCondition]) -> torch.Tensor:
         """logits: (B, ..., n) divided by tau(L) of each row (unchanged without a condition)."""
@@ -136,27 +137,56 @@ class LengthModulation(nn.Module):
         tau = self.temperature.of(condition)
         return logits / tau.view(-1, *([1] * (logits.dim() - 1)))
 
+    def normalise(self, scores: torch.Tensor, mask: torch.Tensor, condition: Optional[BranchCondition],
+                  use_softmax: bool = True) -> torch.Tensor:
+        """Attention weights from scores (B, n): masked softmax of the temperature-scaled scores, or, without
+        softmax (sum pooling, which the temperature cannot modulate), the masked raw scores."""
+        if use_softmax:
+            return masked_softmax(self.scale_logits(scores, condition), mask)
+        return scores * mask
+
+
+class QueryKeyShift(nn.Module):
+    """LMA's query/key conditioning of a scorer that reads q and k directly (DIN's MLP, the state attentions):
+    q' = q + W_qe e_len and k' = k + W_ke e_len, i.e. the projections of [q; e], [k; e] with the token block
+    left at the identity. W_qe, W_ke are :class:`LengthShift` (zero at initialisation: a fresh model scores
+    as its backbone).
+
+    Args:
+        length_dim: d_e (> 0); dim: width of q and k.
+    """
+
+    def __init__(self, length_dim: int, dim: int):
+        super().__init__()
+        self.query = LengthShift(length_dim, dim)
+        self.key = LengthShift(length_dim, dim)
+
+    def forward(self, length_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """e_len (B, d_e) -> (W_qe e, W_ke e), each (B, dim)."""
+        return self.query(length_embedding), self.key(length_embedding)
+
+
+def build_query_key_shift(lma: LMASettings, dim: int) -> Optional[QueryKeyShift]:
+    return QueryKeyShift(lma.length_dim, dim) if lma.length_dim > 0 else None
+
 
 class MultiHeadTargetAttention(LengthModulation):
     """Scaled dot-product target attention (query = target item, keys/values = behaviours).
 
     Args:
         input_dim: token width d; attention_dim: d_a (split over ``num_heads``).
-        length_dim: width of the length embedding for query/key conditioning (0 = off).
-        temperature: divide the logits by tau(L).
+        lma: LAIN's length modulation (:data:`~lainctr.layers.lain.NO_LMA` for the plain attention).
         use_output_projection: apply W_o (d_a -> d) to the pooled heads.
     """
 
-    def __init__(self, input_dim: int, attention_dim: int = 64, num_heads: int = 1, dropout: float = 0.0,
-                 length_dim: int = 0, temperature: bool = False, temperature_pivot: float = 100.0,
-                 temperature_gamma_init: float = 1.0, learn_pivot: bool = False,
-                 use_output_projection: bool = True):
-        super().__init__(temperature, temperature_pivot, temperature_gamma_init, learn_pivot)
+    def __init__(self, input_dim: int, attention_dim: int = 64, num_heads: int = 1, dropout: float = 0.0, *,
+                 lma: LMASettings, use_output_projection: bool = True):
+        super().__init__(lma)
         if attention_dim % num_heads != 0:
             raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
         self.num_heads, self.head_dim = num_heads, attention_dim // num_heads
-        self.W_q = ConditionedLinear(input_dim, attention_dim, length_dim)
-        self.W_k = ConditionedLinear(input_dim, attention_dim, length_dim)
+        self.W_q = ConditionedLinear(input_dim, attention_dim, lma.length_dim)
+        self.W_k = ConditionedLinear(input_dim, attention_dim, lma.length_dim)
         self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
         self.W_o = nn.Linear(attention_dim, input_dim, bias=False) if use_output_projection else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
@@ -220,15 +250,12 @@ class DINAttention(LengthModulation):
     """
 
     def __init__(self, input_dim: int, hidden_units: Sequence[int] = (64,), hidden_activations: str = "ReLU",
-                 dropout: float = 0.0, use_softmax: bool = True, length_dim: int = 0,
-                 temperature: bool = False, temperature_pivot: float = 100.0,
-                 temperature_gamma_init: float = 1.0, learn_pivot: bool = False):
-        super().__init__(temperature, temperature_pivot, temperature_gamma_init, learn_pivot)
-        if temperature and not use_softmax:
+                 dropout: float = 0.0, use_softmax: bool = True, *, lma: LMASettings):
+        super().__init__(lma)
+        if lma.temperature and not use_softmax:
             raise ValueError("the LAIN temperature needs din_use_softmax: True (it rescales softmax logits)")
         self.use_softmax = use_softmax
-        self.query_shift = LengthShift(length_dim, input_dim) if length_dim else None
-        self.key_shift = LengthShift(length_dim, input_dim) if length_dim else None
+        self.length_shift = build_query_key_shift(lma, input_dim)
         self.scorer = MLP_Block(input_dim=4 * input_dim, output_dim=1, hidden_units=list(hidden_units),
                                 hidden_activations=hidden_activations, dropout_rates=dropout)
 
@@ -251,10 +278,6 @@ class DINAttention(LengthModulation):
         hidden = hidden.addmm_((query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1]), w_prod.t())
         return rest(hidden).view(keys.shape[:2])                                                # 2-D for Dice's BN
 
-    def lain_parameters(self) -> List[nn.Parameter]:
-        """The length shifts exist only for LAIN's conditioning."""
-        return [p for m in (self.query_shift, self.key_shift) if m is not None for p in m.parameters()]
-
     def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,
                 condition: Optional[BranchCondition] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """
@@ -264,12 +287,8 @@ class DINAttention(LengthModulation):
             pooled (B, d) and weights (B, 1, n).
         """
         query, key_shift = target, None
-        if self.query_shift is not None and condition is not None:
-            query = target + self.query_shift(condition.length_embedding)
-            key_shift = self.key_shift(condition.length_embedding)
-        scores = self.score(query, sequence, key_shift)
-        if self.use_softmax:
-            weights = masked_softmax(self.scale_logits(scores, condition), mask)
-        else:
-            weights = scores * mask
+        if self.length_shift is not None and condition is not None:
+            query_shift, key_shift = self.length_shift(condition.length_embedding)
+            query = target + query_shift
+        weights = self.normalise(self.score(query, sequence, key_shift), mask, condition, self.use_softmax)
         return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1), weights.unsqueeze(1)

@@ -8,7 +8,7 @@
 
 Everything LAIN derives from L (h_len, prompts, e_len, the temperatures) depends on the integer L alone. In
 inference the model therefore evaluates it once for every L up to max_len and reads a batch's rows from
-these tables (``SequenceCTRModel.ensure_length_tables``); training computes it per batch, with gradients.
+these tables (``SequenceCTRModel``, via :class:`~lainctr.layers.caching.LengthTabulated`); training computes it per batch, with gradients.
 
 Spec: ``shared/docs/LAIN_SPEC.md`` (section 3; readings of the ambiguities in section 4).
 """
@@ -20,6 +20,14 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from .caching import LengthTabulated
+
+SHORT_BRANCH = "short"   # the branch ``lain_on_short_branch`` switches
+
+
+class LAINOnly:
+    """Marker mixin: every parameter of this module exists only because of LAIN (overhead accounting)."""
 
 
 @dataclass(frozen=True)
@@ -63,19 +71,44 @@ class LAINConfig:
         """False when every component is off: the model is then exactly its backbone."""
         return self.use_prompts or self.use_qk_conditioning or self.use_temperature
 
-    def branch_enabled(self, branch: str) -> bool:
-        return self.active and (branch == "long" or self.lain_on_short_branch)
+    def conditions(self, branch: str) -> bool:
+        """Whether LAIN conditions the branch named ``branch`` (every branch, except ``short`` when
+        ``lain_on_short_branch`` is off)."""
+        return self.active and (branch != SHORT_BRANCH or self.lain_on_short_branch)
 
-    def attention_kwargs(self, branch: str, token_dim: int) -> Dict[str, object]:
-        """Keyword arguments that turn a library attention of ``branch`` into an LMA attention."""
-        if not self.branch_enabled(branch):
-            return {}
-        return {"length_dim": self.length_dim(token_dim) if self.use_qk_conditioning else 0,
-                "temperature": self.use_temperature, "temperature_pivot": self.temperature_pivot,
-                "temperature_gamma_init": self.temperature_gamma_init, "learn_pivot": self.learn_pivot}
+    def lma_settings(self, branch: str, token_dim: int) -> "LMASettings":
+        """The LMA settings of the attentions in ``branch`` (:data:`NO_LMA` where LAIN does not condition it)."""
+        if not self.conditions(branch):
+            return NO_LMA
+        return LMASettings(length_dim=self.length_dim(token_dim) if self.use_qk_conditioning else 0,
+                           temperature=self.use_temperature, temperature_pivot=self.temperature_pivot,
+                           temperature_gamma_init=self.temperature_gamma_init, learn_pivot=self.learn_pivot)
 
     def length_dim(self, token_dim: int) -> int:
         return self.length_embedding_dim or token_dim
+
+
+@dataclass(frozen=True)
+class LMASettings:
+    """What Length-Modulated Attention adds to one attention; handed whole to every attention constructor.
+
+    Attributes:
+        length_dim: d_e, width of e_len for query/key conditioning (0 = no conditioning).
+        temperature: divide the attention logits by tau(L).
+        temperature_pivot / temperature_gamma_init / learn_pivot: tau's L0, initial gamma, trainable L0.
+    """
+    length_dim: int = 0
+    temperature: bool = False
+    temperature_pivot: float = 100.0
+    temperature_gamma_init: float = 1.0
+    learn_pivot: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.length_dim > 0 or self.temperature
+
+
+NO_LMA = LMASettings()  # the plain backbone attention
 
 
 class BranchCondition(NamedTuple):
@@ -159,25 +192,25 @@ class LengthConditionedPrompts(nn.Module):
         return self.mlp(length_state).view(-1, self.num_prompts, self.token_dim)
 
 
-class LengthConditioner(nn.Module):
+class LengthConditioner(LAINOnly, LengthTabulated, nn.Module):
     """Computes, once per batch, the :class:`BranchCondition` of every behaviour branch.
 
     Everything it computes depends on the integer L alone (row by row: no batch statistics), so for inference
     :meth:`tabulate` can evaluate it once for every L up to the batch width, and a batch then reads its rows
     with one gather (``forward(..., tabulated=True)``) instead of running the length encoder and the prompt
-    MLP. The owner must rebuild the table after any parameter change (``SequenceCTRModel`` does).
+    MLP. The model drops the table after every parameter change (it is a :class:`LengthTabulated`).
 
     Args:
         config: the LAIN switches.
         token_dim: d, the width of behaviour tokens (and of prompts).
         max_len: the model's max_len.
-        branches: names of the model's behaviour branches (``long``, ``short``).
+        branches: names of the behaviour branches that accept LAIN (those ``config`` conditions are kept).
     """
 
     def __init__(self, config: LAINConfig, token_dim: int, max_len: int, branches: Sequence[str]):
         super().__init__()
         self.config = config
-        self.branches = [b for b in branches if config.branch_enabled(b)]
+        self.branches = [b for b in branches if config.conditions(b)]
         needs_state = config.use_prompts or config.use_qk_conditioning
         self.length_encoder = None
         if needs_state:
@@ -227,7 +260,7 @@ class LengthConditioner(nn.Module):
         """The largest L the current table covers (-1 without a table)."""
         return self.table.shape[0] - 1 if self.table is not None else -1
 
-    def drop_table(self) -> None:
+    def drop_cache(self) -> None:
         self.table = None
 
     def lookup(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -237,23 +270,20 @@ class LengthConditioner(nn.Module):
                 for name, start, shape in self.table_layout}
 
     def forward(self, mask: torch.Tensor, history_length: torch.Tensor,
-                tabulated: bool = False) -> Dict[str, Optional[BranchCondition]]:
+                tabulated: bool = False) -> Dict[str, BranchCondition]:
         """
         Args:
             mask: (B, T) long-branch mask (True/1 = real behaviour); history_length: (B,) raw seq_len.
             tabulated: read the terms from the table (built by :meth:`tabulate` up to at least T).
         Returns:
-            ``{branch: BranchCondition or None}`` (None = the branch runs as the plain backbone).
+            ``{branch: BranchCondition}`` for every branch LAIN conditions.
         """
         length = self.sequence_length(mask, history_length)
         rows = length.long() if tabulated else None
         terms = self.lookup(rows) if tabulated else self.length_terms(length)
         embedding = terms.get("embedding")
-        conditions: Dict[str, Optional[BranchCondition]] = {}
-        for branch in ("long", "short"):
-            if branch not in self.branches:
-                conditions[branch] = None
-                continue
+        conditions: Dict[str, BranchCondition] = {}
+        for branch in self.branches:
             prompts = terms.get("prompts:shared", terms.get(f"prompts:{branch}"))
             conditions[branch] = BranchCondition(length, prompts, embedding, rows)
         return conditions

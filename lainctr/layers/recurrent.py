@@ -17,7 +17,7 @@ batch to the still-active rows at every step.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from fuxictr.pytorch.layers import MLP_Block
@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .attention import DINAttention, LengthModulation, LengthShift, masked_softmax
-from .lain import BranchCondition
+from .attention import DINAttention, LengthModulation, build_query_key_shift
+from .lain import BranchCondition, LMASettings
 
 STATE_ATTENTION_TYPES = ("din_attention", "bilinear_attention", "dot_attention")
 
@@ -125,60 +125,51 @@ class AUGRU(nn.Module):
 class DotStateAttention(LengthModulation):
     """score_t = (h_t + W_ke e)^T (W q + W_qe e), W = identity (``dot``) or a learned kernel (``bilinear``).
 
-    The length shifts W_qe, W_ke are LAIN's query/key conditioning, zero-initialised (a fresh LAIN model
-    starts at its backbone); the key shift is constant over positions, so only the query side changes
-    the softmax (kept for symmetry with the other attentions).
+    The length shifts W_qe, W_ke are LAIN's query/key conditioning (:class:`QueryKeyShift`); the key shift
+    is constant over positions, so only the query side changes the softmax (kept for symmetry with the
+    other attentions).
 
     Args:
         input_dim: d (state and target width); bilinear: learn the kernel W (initialised to the identity).
         use_softmax: masked softmax over the scores; otherwise masked raw scores.
-        length_dim / temperature / ...: LAIN's LMA, see :class:`~lainctr.layers.attention.DINAttention`.
+        lma: LAIN's length modulation.
     """
 
-    def __init__(self, input_dim: int, bilinear: bool = True, use_softmax: bool = True, length_dim: int = 0,
-                 temperature: bool = False, temperature_pivot: float = 100.0, temperature_gamma_init: float = 1.0,
-                 learn_pivot: bool = False):
-        super().__init__(temperature, temperature_pivot, temperature_gamma_init, learn_pivot)
-        if temperature and not use_softmax:
+    def __init__(self, input_dim: int, bilinear: bool = True, use_softmax: bool = True, *, lma: LMASettings):
+        super().__init__(lma)
+        if lma.temperature and not use_softmax:
             raise ValueError("the LAIN temperature needs use_attention_softmax: True (it rescales softmax logits)")
         self.use_softmax = use_softmax
         self.kernel = nn.Linear(input_dim, input_dim, bias=False) if bilinear else None
-        self.query_shift = LengthShift(length_dim, input_dim) if length_dim else None
-        self.key_shift = LengthShift(length_dim, input_dim) if length_dim else None
+        self.length_shift = build_query_key_shift(lma, input_dim)
         self.init_weights()
 
     def init_weights(self) -> None:
         if self.kernel is not None:
             nn.init.eye_(self.kernel.weight)
 
-    def lain_parameters(self) -> List[nn.Parameter]:
-        return [p for m in (self.query_shift, self.key_shift) if m is not None for p in m.parameters()]
-
     def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,
                 condition: Optional[BranchCondition] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """target: (B, d); sequence: (B, n, d); mask: (B, n) bool -> pooled (B, d), weights (B, 1, n)."""
         query = self.kernel(target) if self.kernel is not None else target
         keys = sequence
-        if self.query_shift is not None and condition is not None:
-            query = query + self.query_shift(condition.length_embedding)
-            keys = keys + self.key_shift(condition.length_embedding).unsqueeze(1)
+        if self.length_shift is not None and condition is not None:
+            query_shift, key_shift = self.length_shift(condition.length_embedding)
+            query, keys = query + query_shift, keys + key_shift.unsqueeze(1)
         scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
-        if self.use_softmax:
-            weights = masked_softmax(self.scale_logits(scores, condition), mask)
-        else:
-            weights = scores * mask
+        weights = self.normalise(scores, mask, condition, self.use_softmax)
         return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1), weights.unsqueeze(1)
 
 
 def build_state_attention(attention_type: str, input_dim: int, hidden_units: Sequence[int] = (64,),
-                          hidden_activations: str = "ReLU", dropout: float = 0.0, use_softmax: bool = True,
-                          **lain_kwargs) -> nn.Module:
+                          hidden_activations: str = "ReLU", dropout: float = 0.0, use_softmax: bool = True, *,
+                          lma: LMASettings) -> LengthModulation:
     """The attention over GRU states: ``din_attention`` (DIN's MLP scorer), ``bilinear_attention`` or
     ``dot_attention``; every one returns (pooled (B, d), weights (B, 1, n)) from (target, states, mask, condition)."""
     if attention_type == "din_attention":
-        return DINAttention(input_dim, hidden_units, hidden_activations, dropout, use_softmax, **lain_kwargs)
+        return DINAttention(input_dim, hidden_units, hidden_activations, dropout, use_softmax, lma=lma)
     if attention_type in ("bilinear_attention", "dot_attention"):
-        return DotStateAttention(input_dim, attention_type == "bilinear_attention", use_softmax, **lain_kwargs)
+        return DotStateAttention(input_dim, attention_type == "bilinear_attention", use_softmax, lma=lma)
     raise ValueError(f"attention_type must be one of {STATE_ATTENTION_TYPES}, got '{attention_type}'")
 
 

@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .attention import ConditionedLinear, LengthModulation, masked_softmax
-from .lain import BranchCondition
+from .caching import InferenceCache
+from .lain import BranchCondition, LMASettings
 from .retrieval import all_positions, masked_topk
 
 CROSS_FEATURES = ("recency", "same_category")
@@ -126,27 +127,25 @@ class ItemProjectionCache(NamedTuple):
     values: torch.Tensor
 
 
-class ConsistentTopKAttention(LengthModulation):
+class ConsistentTopKAttention(InferenceCache, LengthModulation):
     """CP-GSU + ESU: top-k by the ESU's own relevance, softmax over the same top-k scores.
 
     Args:
         input_dim: token width d; attention_dim: d_a (split over ``num_heads``); topk: k.
         dropout: dropout on the ESU weights.
-        length_dim / temperature / temperature_pivot / temperature_gamma_init / learn_pivot: LAIN's LMA
-            (see :class:`~lainctr.layers.attention.MultiHeadTargetAttention`).
+        lma: LAIN's length modulation (see :class:`~lainctr.layers.attention.MultiHeadTargetAttention`).
     """
 
     def __init__(self, input_dim: int, attention_dim: int = 64, num_heads: int = 1, topk: int = 50,
-                 dropout: float = 0.0, length_dim: int = 0, temperature: bool = False,
-                 temperature_pivot: float = 100.0, temperature_gamma_init: float = 1.0, learn_pivot: bool = False):
-        super().__init__(temperature, temperature_pivot, temperature_gamma_init, learn_pivot)
+                 dropout: float = 0.0, *, lma: LMASettings):
+        super().__init__(lma)
         if attention_dim % num_heads != 0:
             raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         self.num_heads, self.head_dim, self.topk = num_heads, attention_dim // num_heads, topk
-        self.W_q = ConditionedLinear(input_dim, attention_dim, length_dim)
-        self.W_h = ConditionedLinear(input_dim, attention_dim, length_dim)
+        self.W_q = ConditionedLinear(input_dim, attention_dim, lma.length_dim)
+        self.W_h = ConditionedLinear(input_dim, attention_dim, lma.length_dim)
         self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
         self.W_o = nn.Linear(attention_dim, input_dim, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
@@ -159,7 +158,7 @@ class ConsistentTopKAttention(LengthModulation):
         self.item_cache = ItemProjectionCache(self.W_h.linear(item_tokens),
                                               self.W_v(item_tokens).view(-1, self.num_heads, self.head_dim))
 
-    def drop_item_cache(self) -> None:
+    def drop_cache(self) -> None:
         self.item_cache = None
 
     # ----- scoring -----------------------------------------------------------------------------

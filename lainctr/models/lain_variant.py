@@ -9,7 +9,8 @@ def lain_variant(backbone: type, name: str) -> type:
     """Build the LAIN variant of ``backbone``.
 
     The variant accepts every key of the backbone plus the :class:`LAINConfig` keys (``use_sle``,
-    ``use_prompts``, ``num_prompts``, ...); with every LAIN switch off it builds exactly the backbone.
+    ``use_prompts``, ``num_prompts``, ...); with every LAIN switch off it builds exactly the backbone. LAIN
+    conditions every branch the backbone declares as accepting it.
     """
     if not issubclass(backbone, SequenceCTRModel):
         raise TypeError(f"{backbone.__name__} is not a SequenceCTRModel")

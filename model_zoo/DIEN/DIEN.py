@@ -6,15 +6,57 @@ and an AUGRU (update gate scaled by the attention weight) evolves the states; it
 interest. An auxiliary loss trains the extractor states to predict the next behaviour. Short branch:
 multi-head target attention over the last ``short_seq_len - 1`` behaviours.
 """
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from lainctr.layers import BranchCondition, LAINConfig, prepend_prompts
+from lainctr.layers import LMASettings, prepend_prompts
+from lainctr.layers.lain import BranchCondition
 from lainctr.layers.recurrent import (AUGRU, STATE_ATTENTION_TYPES, NextBehaviourLoss, build_state_attention,
                                       left_align, run_gru)
-from lainctr.models import SequenceCTRModel
+from lainctr.models import BranchInputs, BranchOutput, InterestBranch, SequenceCTRModel
+
+
+class InterestEvolutionBranch(InterestBranch):
+    """GRU -> attention over the states -> AUGRU over [prompts; real behaviours], left-aligned (B, d).
+
+    Args:
+        token_dim: d (also the GRU width); attention_type / hidden_units / hidden_activations / dropout /
+            use_softmax: the state attention (see :class:`DIEN`); lma: its LMA.
+        auxiliary_loss: DIEN's next-behaviour loss module, or None; auxiliary_loss_weight: its weight.
+    """
+
+    def __init__(self, token_dim: int, attention_type: str, hidden_units: Sequence[int], hidden_activations: str,
+                 dropout: float, use_softmax: bool, auxiliary_hidden_units: Optional[Sequence[int]],
+                 auxiliary_loss_weight: float, *, lma: LMASettings):
+        super().__init__(token_dim, accepts_prompts=True, accepts_lma=True)
+        self.interest_extractor = nn.GRU(token_dim, token_dim, batch_first=True)
+        self.state_attention = build_state_attention(attention_type, token_dim, hidden_units, hidden_activations,
+                                                     dropout, use_softmax, lma=lma)
+        self.use_attention_softmax = use_softmax
+        self.interest_evolution = AUGRU(token_dim, token_dim)
+        self.auxiliary_loss = (NextBehaviourLoss(token_dim, token_dim, auxiliary_hidden_units)
+                               if auxiliary_hidden_units is not None else None)
+        self.auxiliary_loss_weight = auxiliary_loss_weight
+
+    def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
+        """Attention and support are in the left-aligned layout [prompts; items; 0 ...], prompts excluded."""
+        sequence, sequence_mask = prepend_prompts(inputs.history, inputs.mask, condition)   # [P; 0 ...; items]
+        num_prompts = sequence.shape[1] - inputs.history.shape[1]
+        aligned, lengths, source = left_align(sequence, sequence_mask)      # [P; items; 0 ...], L + k
+        valid = torch.arange(aligned.shape[1], device=aligned.device).unsqueeze(0) < lengths.unsqueeze(1)
+        states = run_gru(self.interest_extractor, aligned, lengths)         # B x W x d
+        _, weights = self.state_attention(inputs.target, states, valid, condition)
+        weights = weights.squeeze(1)                                        # B x W, 0 on padding
+        if not self.use_attention_softmax:   # raw scores would push u'_t = a_t u_t out of [0, 1]
+            weights = torch.sigmoid(weights) * valid
+        interest = self.interest_evolution(states, weights)
+        real = valid & (source >= num_prompts)
+        auxiliary_loss = None
+        if self.auxiliary_loss is not None and self.training:
+            auxiliary_loss = self.auxiliary_loss_weight * self.auxiliary_loss(states, aligned, real)
+        return BranchOutput(interest, weights * real, real, auxiliary_loss)
 
 
 class DIEN(SequenceCTRModel):
@@ -31,58 +73,21 @@ class DIEN(SequenceCTRModel):
         use_short_branch: add the short-term MHTA branch; attention_dim / num_heads: that MHTA.
         **kwargs: see :class:`SequenceCTRModel`. The GRU width is the token width d.
     """
-    branches = ("long", "short")
 
     def __init__(self, feature_map, model_id: str = "DIEN", attention_type: str = "din_attention",
                  attention_hidden_units: Sequence[int] = (64,), attention_hidden_activations: str = "ReLU",
                  attention_dropout: float = 0.0, use_attention_softmax: bool = True,
                  use_auxiliary_loss: bool = True, auxiliary_loss_weight: float = 1.0,
                  auxiliary_hidden_units: Sequence[int] = (64,), use_short_branch: bool = True,
-                 attention_dim: int = 64, num_heads: int = 1, lain: Optional[LAINConfig] = None, **kwargs):
-        super().__init__(feature_map, model_id=model_id, lain=lain, **kwargs)
+                 attention_dim: int = 64, num_heads: int = 1, **kwargs):
+        super().__init__(feature_map, model_id=model_id, **kwargs)
         if attention_type not in STATE_ATTENTION_TYPES:
             raise ValueError(f"attention_type must be one of {STATE_ATTENTION_TYPES}, got '{attention_type}'")
         if auxiliary_loss_weight < 0:
             raise ValueError(f"auxiliary_loss_weight must be >= 0, got {auxiliary_loss_weight}")
-        d = self.token_dim
-        self.interest_extractor = nn.GRU(d, d, batch_first=True)
-        self.state_attention = build_state_attention(attention_type, d, attention_hidden_units,
-                                                     attention_hidden_activations, attention_dropout,
-                                                     use_attention_softmax, **self.lain_attention_kwargs("long"))
-        self.use_attention_softmax = use_attention_softmax
-        self.interest_evolution = AUGRU(d, d)
-        self.auxiliary_loss = NextBehaviourLoss(d, d, auxiliary_hidden_units) if use_auxiliary_loss else None
-        self.auxiliary_loss_weight = auxiliary_loss_weight
-        self.build_short_attention(use_short_branch, attention_dim, num_heads, attention_dropout)
-        self.build_head(d * (2 if use_short_branch else 1))
-
-    def long_interest(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
-                      condition: Optional[BranchCondition]) -> torch.Tensor:
-        """GRU -> attention -> AUGRU over [prompts; real behaviours] (B, d).
-
-        Args:
-            target: (B, d); history: (B, T, d) pre-padded; mask: (B, T) bool; condition: LAIN's or None.
-        """
-        sequence, sequence_mask = prepend_prompts(history, mask, condition)   # [P; 0 ...; items]
-        num_prompts = sequence.shape[1] - history.shape[1]
-        aligned, lengths, source = left_align(sequence, sequence_mask)      # [P; items; 0 ...], L + k
-        valid = torch.arange(aligned.shape[1], device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
-        states = run_gru(self.interest_extractor, aligned, lengths)         # B x W x d
-        _, weights = self.state_attention(target, states, valid, condition)
-        weights = weights.squeeze(1)                                        # B x W, 0 on padding
-        if not self.use_attention_softmax:   # raw scores would push u'_t = a_t u_t out of [0, 1]
-            weights = torch.sigmoid(weights) * valid
-        interest = self.interest_evolution(states, weights)
-        real = valid & (source >= num_prompts)
-        if self.auxiliary_loss is not None and self.training:
-            self.auxiliary_outputs["auxiliary_loss"] = (self.auxiliary_loss_weight
-                                                        * self.auxiliary_loss(states, aligned, real))
-        if self.capture_attention:   # back to the history's own (pre-padded) layout, prompts dropped
-            laid_out = weights.new_zeros(sequence_mask.shape).scatter(1, source, weights * real)
-            self.record_attention("long", laid_out[:, num_prompts:], mask)
-        return interest
-
-    def interests(self, target, history, mask, history_length, batch) -> List[torch.Tensor]:
-        conditions = self.length_conditions(mask, history_length)
-        long_interest = self.long_interest(target, history, mask, conditions["long"])
-        return [long_interest] + self.short_interest(target, history, mask, conditions["short"])
+        self.add_branch("long", InterestEvolutionBranch(
+            self.token_dim, attention_type, attention_hidden_units, attention_hidden_activations, attention_dropout,
+            use_attention_softmax, auxiliary_hidden_units if use_auxiliary_loss else None, auxiliary_loss_weight,
+            lma=self.lma_settings("long")))
+        if use_short_branch:
+            self.add_short_branch(attention_dim, num_heads, attention_dropout)

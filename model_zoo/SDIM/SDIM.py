@@ -5,13 +5,25 @@ behaviour; per hash round the behaviours that share the target's bucket are summ
 L2-normalised) and the rounds are averaged — an attention whose expected weight grows with the cosine
 similarity. Short branch: multi-head target attention over the last short_seq_len - 1 behaviours.
 """
-from typing import List, Optional
+from typing import Optional
 
-import torch
-
-from lainctr.layers import LAINConfig
 from lainctr.layers.hashing import SimHashPooling
-from lainctr.models import SequenceCTRModel
+from lainctr.layers.lain import BranchCondition
+from lainctr.models import BranchInputs, BranchOutput, InterestBranch, SequenceCTRModel
+
+
+class SimHashBranch(InterestBranch):
+    """SDIM's bucket pooling. It has no softmax, so no length-modulated attention; LAIN's prompts always
+    collide with the target (added to every round's bucket sum)."""
+
+    def __init__(self, token_dim: int, num_hashes: int, hash_bits: int, hash_seed: int, l2_norm: bool):
+        super().__init__(token_dim, accepts_prompts=True, accepts_lma=False)
+        self.hash_pooling = SimHashPooling(token_dim, num_hashes, hash_bits, hash_seed, l2_norm)
+
+    def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
+        prompts = condition.prompts if condition is not None else None
+        interest, weights = self.hash_pooling(inputs.target, inputs.history, inputs.mask, always_match=prompts)
+        return BranchOutput(interest, weights, inputs.mask)
 
 
 class SDIM(SequenceCTRModel):
@@ -26,23 +38,11 @@ class SDIM(SequenceCTRModel):
         attention_dim / num_heads / attention_dropout: the short-term attention.
         **kwargs: see :class:`~lainctr.models.SequenceCTRModel`.
     """
-    branches = ("long", "short")
 
     def __init__(self, feature_map, model_id: str = "SDIM", num_hashes: int = 16, hash_bits: int = 2,
                  hash_seed: int = 0, l2_norm: bool = True, use_short_branch: bool = True,
-                 attention_dim: int = 64, num_heads: int = 1, attention_dropout: float = 0.0,
-                 lain: Optional[LAINConfig] = None, **kwargs):
-        super().__init__(feature_map, model_id=model_id, lain=lain, **kwargs)
-        self.hash_pooling = SimHashPooling(self.token_dim, num_hashes, hash_bits, hash_seed, l2_norm)
-        self.build_short_attention(use_short_branch, attention_dim, num_heads, attention_dropout)
-        self.build_head(self.token_dim * (2 if use_short_branch else 1))
-
-    def interests(self, target, history, mask, history_length, batch) -> List[torch.Tensor]:
-        conditions = self.length_conditions(mask, history_length)
-        long_condition = conditions["long"]
-        # LAIN prompts always collide with the target: added to every round's bucket sum (no softmax here,
-        # so no length-modulated attention in this branch)
-        prompts = long_condition.prompts if long_condition is not None else None
-        long_interest, weights = self.hash_pooling(target, history, mask, always_match=prompts)
-        self.record_attention("long", weights, mask)
-        return [long_interest] + self.short_interest(target, history, mask, conditions["short"])
+                 attention_dim: int = 64, num_heads: int = 1, attention_dropout: float = 0.0, **kwargs):
+        super().__init__(feature_map, model_id=model_id, **kwargs)
+        self.add_branch("long", SimHashBranch(self.token_dim, num_hashes, hash_bits, hash_seed, l2_norm))
+        if use_short_branch:
+            self.add_short_branch(attention_dim, num_heads, attention_dropout)
