@@ -390,11 +390,13 @@ def command_line(description: str, default_dataset_id: Optional[str] = None,
 
 def run(argv: Optional[List[str]], parser: argparse.ArgumentParser,
         convert: Callable[[argparse.Namespace], str]) -> str:
-    """Parse ``argv``, honour ``--skip_existing``, convert; returns the output folder."""
+    """Parse ``argv``, honour ``--skip_existing``, refuse an ``--output`` that is not a dataset folder
+    (:func:`lainctr.data.store.check_replaceable`), convert; returns the output folder."""
     args = parser.parse_args(argv)
     if args.skip_existing and store.is_complete(args.output):
         print(f"{args.output}: a complete dataset folder exists; skipped (--skip_existing)")
         return args.output
+    store.check_replaceable(os.path.abspath(args.output))  # before hours of conversion, not only at the rename
     output = convert(args)
     print(output)
     return output

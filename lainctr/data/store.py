@@ -11,8 +11,11 @@ Layout of ``<data_dir>/``::
     dataset_info.json               format version, label column, promises the files make, statistics
 
 A sample's history is ``items[offsets[u] : offsets[u] + seq_len]``: nothing is duplicated per sample.
-Writers go through :func:`write_dataset`, which builds the folder under a temporary name and renames it,
-so an interrupted run never leaves a folder that looks complete.
+Writers go through :func:`write_dataset`, which holds the folder's lock (:mod:`lainctr.atomic`), builds the
+folder under a temporary name and renames it, so an interrupted run never leaves a folder that looks complete;
+the next writer removes a killed writer's temporary folder. It replaces only an empty folder or a dataset
+folder of this format, never a folder holding anything else. :func:`build_once` lets concurrent runs share
+one build of a missing dataset.
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import h5py
 import numpy as np
+
+from .. import atomic
+from ..errors import InputFileError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -33,6 +39,7 @@ SEQUENCES_FILE = "sequences.h5"
 ITEMS_FILE = "items.h5"
 FEATURE_MAP_FILE = "feature_map.json"
 INFO_FILE = "dataset_info.json"
+DATASET_FILES = frozenset([f"{s}.h5" for s in SPLITS] + [SEQUENCES_FILE, ITEMS_FILE, FEATURE_MAP_FILE, INFO_FILE])
 
 
 @dataclass
@@ -135,38 +142,78 @@ def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]],
         ``data_dir``.
     """
     data_dir = os.path.abspath(data_dir)
-    parent = os.path.dirname(data_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = os.path.join(parent, f".{os.path.basename(data_dir)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp_dir)
-    try:
-        for split, columns in splits.items():
-            _write_h5(os.path.join(tmp_dir, f"{split}.h5"), columns)
-        seq_columns = {"offsets": sequences.offsets.astype(np.int64),
-                       "items": sequences.items.astype(np.int64)}
-        seq_columns.update({f"side/{k}": v for k, v in sequences.side.items()})
-        _write_h5(os.path.join(tmp_dir, SEQUENCES_FILE), seq_columns)
-        _write_h5(os.path.join(tmp_dir, ITEMS_FILE), item_table)
-        with open(os.path.join(tmp_dir, FEATURE_MAP_FILE), "w") as fd:
-            json.dump(feature_map, fd, indent=2)
-        full_info = {"format_version": FORMAT_VERSION, "dataset_id": feature_map["dataset_id"],
-                     "label": feature_map["labels"][0], "splits": sorted(splits),
-                     "num_users": sequences.num_users,
-                     "num_items": int(len(next(iter(item_table.values())))),
-                     "num_behaviours": int(len(sequences.items)),
-                     "num_samples": {s: int(len(c["user_index"])) for s, c in splits.items()}}
-        full_info.update(info)
-        with open(os.path.join(tmp_dir, INFO_FILE), "w") as fd:
-            json.dump(full_info, fd, indent=2)
-        _replace_dir(tmp_dir, data_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    with atomic.locked(data_dir):
+        atomic.remove_stale_temps(data_dir)
+        tmp_dir = atomic.temp_path(data_dir)
+        os.makedirs(tmp_dir)
+        try:
+            _write_files(tmp_dir, splits, sequences, item_table, feature_map, info)
+            _replace_dir(tmp_dir, data_dir)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     return data_dir
 
 
+def _write_files(folder: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
+                 item_table: Mapping[str, np.ndarray], feature_map: Dict[str, object], info: Dict[str, object]) -> None:
+    for split, columns in splits.items():
+        _write_h5(os.path.join(folder, f"{split}.h5"), columns)
+    seq_columns = {"offsets": sequences.offsets.astype(np.int64), "items": sequences.items.astype(np.int64)}
+    seq_columns.update({f"side/{k}": v for k, v in sequences.side.items()})
+    _write_h5(os.path.join(folder, SEQUENCES_FILE), seq_columns)
+    _write_h5(os.path.join(folder, ITEMS_FILE), item_table)
+    with open(os.path.join(folder, FEATURE_MAP_FILE), "w") as fd:
+        json.dump(feature_map, fd, indent=2)
+    full_info = {"format_version": FORMAT_VERSION, "dataset_id": feature_map["dataset_id"],
+                 "label": feature_map["labels"][0], "splits": sorted(splits),
+                 "num_users": sequences.num_users,
+                 "num_items": int(len(next(iter(item_table.values())))),
+                 "num_behaviours": int(len(sequences.items)),
+                 "num_samples": {s: int(len(c["user_index"])) for s, c in splits.items()}}
+    full_info.update(info)
+    with open(os.path.join(folder, INFO_FILE), "w") as fd:
+        json.dump(full_info, fd, indent=2)
+
+
+def build_once(data_dir: str, build_fn: Callable[[str], object]) -> str:
+    """``data_dir``, first built by ``build_fn(data_dir)`` unless complete; concurrent callers wait for the
+    one that builds (the folder's lock) and then use its folder."""
+    if not is_complete(data_dir):
+        with atomic.locked(data_dir):
+            if not is_complete(data_dir):
+                build_fn(data_dir)
+    return data_dir
+
+
+def check_replaceable(folder: str) -> None:
+    """Raise :class:`InputFileError` unless ``folder`` is absent, empty or a dataset folder of this format
+    (only the store's files, ``dataset_info.json`` of this ``format_version``): nothing else is ever replaced."""
+    if not os.path.lexists(folder):
+        return
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        raise InputFileError(f"{folder}: refusing to replace it with a dataset folder: it is not a folder")
+    names = sorted(os.listdir(folder))
+    if not names or (set(names) <= DATASET_FILES and _format_version(folder) == FORMAT_VERSION):
+        return
+    foreign = [n for n in names if n not in DATASET_FILES] or names
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    raise InputFileError(f"{folder}: refusing to replace a folder that is not a dataset folder of format "
+                         f"{FORMAT_VERSION} (it holds {shown}); choose another output folder or empty this one")
+
+
+def _format_version(folder: str) -> Optional[object]:
+    try:
+        with open(os.path.join(folder, INFO_FILE)) as fd:
+            return json.load(fd).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _replace_dir(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is replaced only once ``src`` is complete."""
+    """Move ``src`` to ``dst``; an existing ``dst`` is replaced only once ``src`` is complete, and only if it
+    is empty or a dataset folder (:func:`check_replaceable`)."""
+    check_replaceable(dst)
     if os.path.exists(dst):
         old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
         os.rename(dst, old)
