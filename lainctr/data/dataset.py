@@ -53,12 +53,25 @@ def _vocab(feature_map_json: Dict[str, object], source_item: bool) -> Dict[str, 
     return vocab
 
 
+def _verify_checksums(data_dir: str, info: Dict[str, object], sequences: store.UserSequences,
+                      table: Dict[str, np.ndarray], split_columns: Dict[str, Dict[str, np.ndarray]]) -> None:
+    store.verify_checksums(data_dir, info, store.SEQUENCES_FILE, store.sequence_columns(sequences))
+    store.verify_checksums(data_dir, info, store.ITEMS_FILE, table)
+    for split, columns in split_columns.items():
+        store.verify_checksums(data_dir, info, f"{split}.h5", columns)
+
+
 def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> SequenceDataset:
     """Read and validate a dataset folder.
 
+    With ``validate``, the values are checked (ranges, shapes, promises) and then the columns are compared
+    with the checksums written at conversion (:func:`lainctr.data.store.verify_checksums`; older folders
+    without checksums get the value checks only).
+
     Raises:
         FileNotFoundError: the folder or one of its files is missing.
-        DataValidationError: a file is corrupted (the message names file, column and row).
+        DataValidationError: a file is corrupted (the message names file, column and row, or for a column
+            whose checksum differs, file and column).
     """
     if not store.is_complete(data_dir):
         raise FileNotFoundError(f"{data_dir}: not a complete dataset folder ({store.INFO_FILE} missing)")
@@ -78,6 +91,7 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
                            _vocab(feature_map_json, source_item=False),
                            sequences.items if promise_next else None,
                            sequences.offsets if promise_next else None)
+        _verify_checksums(data_dir, info, sequences, table, split_columns)
     item_table = {name: torch.from_numpy(np.ascontiguousarray(
         values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values.astype(np.int64)))
         for name, values in table.items()}

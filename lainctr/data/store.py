@@ -8,7 +8,8 @@ Layout of ``<data_dir>/``::
                                     ``items`` (N,) item indices in time order, optional side columns (N,)
     items.h5                        the item feature table, one dataset per feature, row 0 = padding item
     feature_map.json                FuxiCTR feature map (vocabularies, sources, label)
-    dataset_info.json               format version, label column, promises the files make, statistics
+    dataset_info.json               format version, label column, promises the files make, statistics,
+                                    ``checksums``: per H5 file and column the CRC-32 of the array's bytes
 
 A sample's history is ``items[offsets[u] : offsets[u] + seq_len]``: nothing is duplicated per sample.
 Writers go through :func:`write_dataset`, which holds the folder's lock (:mod:`lainctr.atomic`), builds the
@@ -23,6 +24,7 @@ import json
 import os
 import shutil
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import InputFileError
+from .validation import DataValidationError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -109,10 +112,55 @@ def build_feature_map_json(dataset_id: str, label: str, sample_features: List[Fe
             "input_length": num_fields, "labels": [label], "features": features}
 
 
-def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> None:
+def column_checksum(values: np.ndarray) -> str:
+    """``crc32:<8 hex>`` of the array's bytes in C order (~2 GB/s; catches accidental changes, not tampering)."""
+    return f"crc32:{zlib.crc32(np.ascontiguousarray(values)):08x}"
+
+
+def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> Dict[str, str]:
+    """Write one dataset per column; returns ``{column: checksum}``."""
     with h5py.File(path, "w") as f:
         for name, values in columns.items():
             f.create_dataset(name, data=np.asarray(values))
+    return {name: column_checksum(np.asarray(values)) for name, values in columns.items()}
+
+
+_VERIFIED: set = set()  # (path, inode, size, mtime) of files whose checksums matched in this process
+
+
+def verify_checksums(data_dir: str, info: Mapping[str, object], file: str, columns: Mapping[str, np.ndarray]) -> None:
+    """Compare the columns read from ``data_dir/file`` with the checksums in ``dataset_info.json``.
+
+    Once per process and file version (inode, size, mtime): a file unchanged since it matched is not summed
+    again. A folder written before checksums existed (no ``checksums`` key) is not checked.
+
+    Raises:
+        DataValidationError: naming the file's path and the first column that differs or is missing.
+    """
+    expected = dict(info.get("checksums") or {}).get(file)
+    path = os.path.join(data_dir, file)
+    if not expected:
+        return
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    for column, checksum in expected.items():
+        if column not in columns:
+            raise DataValidationError(path, column, None, f"missing; {INFO_FILE} lists it")
+        if column_checksum(columns[column]) != checksum:
+            raise DataValidationError(path, column, None, f"content differs from the checksum written at conversion "
+                                      f"({checksum}): the file was changed or corrupted; rebuild or re-download "
+                                      "the dataset folder")
+    _VERIFIED.add(key)
+
+
+def sequence_columns(sequences: UserSequences) -> Dict[str, np.ndarray]:
+    """The columns of ``sequences.h5``: ``offsets``, ``items`` (int64) and ``side/<name>``."""
+    columns = {"offsets": np.asarray(sequences.offsets, dtype=np.int64),
+               "items": np.asarray(sequences.items, dtype=np.int64)}
+    columns.update({f"side/{k}": v for k, v in sequences.side.items()})
+    return columns
 
 
 def read_h5(path: str, names: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
@@ -157,12 +205,10 @@ def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]],
 
 def _write_files(folder: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
                  item_table: Mapping[str, np.ndarray], feature_map: Dict[str, object], info: Dict[str, object]) -> None:
-    for split, columns in splits.items():
-        _write_h5(os.path.join(folder, f"{split}.h5"), columns)
-    seq_columns = {"offsets": sequences.offsets.astype(np.int64), "items": sequences.items.astype(np.int64)}
-    seq_columns.update({f"side/{k}": v for k, v in sequences.side.items()})
-    _write_h5(os.path.join(folder, SEQUENCES_FILE), seq_columns)
-    _write_h5(os.path.join(folder, ITEMS_FILE), item_table)
+    checksums = {f"{split}.h5": _write_h5(os.path.join(folder, f"{split}.h5"), columns)
+                 for split, columns in splits.items()}
+    checksums[SEQUENCES_FILE] = _write_h5(os.path.join(folder, SEQUENCES_FILE), sequence_columns(sequences))
+    checksums[ITEMS_FILE] = _write_h5(os.path.join(folder, ITEMS_FILE), item_table)
     with open(os.path.join(folder, FEATURE_MAP_FILE), "w") as fd:
         json.dump(feature_map, fd, indent=2)
     full_info = {"format_version": FORMAT_VERSION, "dataset_id": feature_map["dataset_id"],
@@ -172,6 +218,7 @@ def _write_files(folder: str, splits: Mapping[str, Mapping[str, np.ndarray]], se
                  "num_behaviours": int(len(sequences.items)),
                  "num_samples": {s: int(len(c["user_index"])) for s, c in splits.items()}}
     full_info.update(info)
+    full_info["checksums"] = checksums
     with open(os.path.join(folder, INFO_FILE), "w") as fd:
         json.dump(full_info, fd, indent=2)
 
