@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import store
+from .feature_map_check import check_feature_map
 from .validation import validate_item_table, validate_sequences, validate_split
 
 
@@ -72,12 +73,16 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
         FileNotFoundError: the folder or one of its files is missing.
         DataValidationError: a file is corrupted (the message names file, column and row, or for a column
             whose checksum differs, file and column).
+        FeatureEncoderError: a ``feature_encoder`` in ``feature_map.json`` is not of the allowed form
+            (:mod:`lainctr.data.feature_map_check`).
     """
     if not store.is_complete(data_dir):
         raise FileNotFoundError(f"{data_dir}: not a complete dataset folder ({store.INFO_FILE} missing)")
     info = store.read_info(data_dir)
-    with open(os.path.join(data_dir, store.FEATURE_MAP_FILE)) as fd:
+    feature_map_path = os.path.join(data_dir, store.FEATURE_MAP_FILE)
+    with open(feature_map_path) as fd:
         feature_map_json = json.load(fd)
+    check_feature_map(feature_map_json, feature_map_path)  # before FuxiCTR evals the encoders
     label = feature_map_json["labels"][0]
     sequences = store.read_sequences(data_dir)
     table = store.read_h5(os.path.join(data_dir, store.ITEMS_FILE))
