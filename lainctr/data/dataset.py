@@ -1,7 +1,6 @@
 """Load a dataset folder (see :mod:`lainctr.data.store`) into memory, validated, ready for the loader."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict
@@ -9,6 +8,7 @@ from typing import Dict
 import numpy as np
 import torch
 
+from ..errors import InputFileError
 from . import store
 from .feature_map_check import check_feature_map
 from .validation import validate_item_table, validate_sequences, validate_split
@@ -54,6 +54,13 @@ def _vocab(feature_map_json: Dict[str, object], source_item: bool) -> Dict[str, 
     return vocab
 
 
+def _label(feature_map_json: Dict[str, object], path: str) -> str:
+    labels, features = feature_map_json.get("labels"), feature_map_json.get("features")
+    if not (isinstance(labels, list) and labels and isinstance(features, list)):
+        raise InputFileError(f"{path}: not a feature map: needs a non-empty 'labels' list and a 'features' list")
+    return str(labels[0])
+
+
 def _verify_checksums(data_dir: str, info: Dict[str, object], sequences: store.UserSequences,
                       table: Dict[str, np.ndarray], split_columns: Dict[str, Dict[str, np.ndarray]]) -> None:
     store.verify_checksums(data_dir, info, store.SEQUENCES_FILE, store.sequence_columns(sequences))
@@ -80,10 +87,9 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
         raise FileNotFoundError(f"{data_dir}: not a complete dataset folder ({store.INFO_FILE} missing)")
     info = store.read_info(data_dir)
     feature_map_path = os.path.join(data_dir, store.FEATURE_MAP_FILE)
-    with open(feature_map_path) as fd:
-        feature_map_json = json.load(fd)
+    feature_map_json = store.read_json(feature_map_path)
+    label = _label(feature_map_json, feature_map_path)
     check_feature_map(feature_map_json, feature_map_path)  # before FuxiCTR evals the encoders
-    label = feature_map_json["labels"][0]
     sequences = store.read_sequences(data_dir)
     table = store.read_h5(os.path.join(data_dir, store.ITEMS_FILE))
     split_columns = {s: store.read_h5(os.path.join(data_dir, f"{s}.h5")) for s in splits}

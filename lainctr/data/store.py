@@ -20,13 +20,14 @@ one build of a missing dataset.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import h5py
 import numpy as np
@@ -167,12 +168,34 @@ def read_h5(path: str, names: Optional[List[str]] = None) -> Dict[str, np.ndarra
     """Read every dataset (or the named ones) of an H5 file into memory."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
+    with _readable_h5(path), h5py.File(path, "r") as f:
         keys = list(f.keys()) if names is None else names
         missing = [k for k in keys if k not in f]
         if missing:
             raise KeyError(f"{path}: missing column(s) {missing}; present: {sorted(f.keys())}")
         return {k: f[k][()] for k in keys}
+
+
+@contextlib.contextmanager
+def _readable_h5(path: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:  # h5py's messages ("file signature not found", "Can't read data") omit the path
+        raise InputFileError(f"{path}: not a readable HDF5 file ({error}); rebuild or re-download the dataset "
+                             "folder") from error
+
+
+def read_json(path: str) -> Dict[str, object]:
+    """A JSON object from ``path``; a corrupt file raises :class:`InputFileError` naming it."""
+    with open(path, "rb") as fd:
+        text = fd.read()
+    try:
+        content = json.loads(text)
+    except ValueError as error:  # JSONDecodeError (line and column in its message), UnicodeDecodeError
+        raise InputFileError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise InputFileError(f"{path}: expected a JSON object, found a {type(content).__name__}")
+    return content
 
 
 def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
@@ -276,15 +299,14 @@ def is_complete(data_dir: str) -> bool:
 
 
 def read_info(data_dir: str) -> Dict[str, object]:
-    with open(os.path.join(data_dir, INFO_FILE)) as fd:
-        return json.load(fd)
+    return read_json(os.path.join(data_dir, INFO_FILE))
 
 
 def read_sequences(data_dir: str) -> UserSequences:
     path = os.path.join(data_dir, SEQUENCES_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
+    with _readable_h5(path), h5py.File(path, "r") as f:
         for name in ("offsets", "items"):
             if name not in f:
                 raise KeyError(f"{path}: missing column '{name}'")
