@@ -12,7 +12,8 @@ from .data.validation import DataValidationError
 
 
 class InputFileError(ValueError):
-    """A file or folder the user gave is unreadable or unusable; the message starts with its path."""
+    """A file or folder the user gave is unreadable or unusable; the message starts with its path (or, for a
+    config value, with the expid and key)."""
 
 
 USER_ERRORS: Tuple[Type[BaseException], ...] = (InputFileError, DataValidationError, FileNotFoundError)

@@ -9,9 +9,9 @@ from lainctr.data.dataset import load_dataset
 from lainctr.data.feature_map_check import FeatureEncoderError, check_feature_specs, encoder_problem
 
 
-@pytest.mark.parametrize("expression", ["layers.MaskedAveragePooling()", "nn.Identity()", "nn.Linear(64, 64, bias=False)",
-                                        "torch.nn.Dropout(p=0.1)", "nn.LeakyReLU(-0.5)",
-                                        "layers.MaskedSumPooling()"])
+@pytest.mark.parametrize("expression", ["layers.MaskedAveragePooling()", "nn.Identity()",
+                                        "nn.Linear(64, 64, bias=False)", "torch.nn.Dropout(p=0.1)",
+                                        "nn.LeakyReLU(-0.5)", "layers.MaskedSumPooling()"])
 def test_allowed_encoders(expression):
     assert encoder_problem(expression) is None
 
@@ -51,5 +51,6 @@ def test_expid_feature_specs_are_checked():
     check_feature_specs([{"name": ["item_id", "cate_id"], "feature_encoder": ["nn.Identity()", "nn.ReLU()"]}], "x")
     check_feature_specs(None, "x")
     with pytest.raises(FeatureEncoderError,
-                       match=r"^expid E: feature_specs: feature 'hour': feature_encoder \"eval\('1'\)\" is not allowed"):
+                       match=r"^expid E: feature_specs: feature 'hour': "
+                             r"feature_encoder \"eval\('1'\)\" is not allowed"):
         check_feature_specs([{"name": "hour", "feature_encoder": "eval('1')"}], "expid E: feature_specs")

@@ -15,12 +15,15 @@ from typing import Mapping, Optional, Sequence
 import fuxictr.pytorch.layers as fuxictr_layers
 from torch import nn
 
+from ..errors import InputFileError
+
 MODULES = {("nn",): nn, ("torch", "nn"): nn, ("layers",): fuxictr_layers}
 EXAMPLES = "e.g. 'layers.MaskedAveragePooling()' or 'nn.Linear(64, 64, bias=False)'"
 
 
-class FeatureEncoderError(ValueError):
-    """A ``feature_encoder`` outside the allowed form; the message names where, the feature and the value."""
+class FeatureEncoderError(InputFileError):
+    """A ``feature_encoder`` outside the allowed form; the message names where (file or expid), the feature
+    and the value. An :class:`InputFileError`, so the entry points report it as one line."""
 
 
 def _dotted(node: ast.AST) -> Optional[tuple]:
