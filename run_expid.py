@@ -13,8 +13,10 @@ configure_cpu_runtime()  # before torch loads: passive OpenMP waiting, malloc th
 
 from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after the runtime settings)
 from lainctr.config import ConfigError
-from lainctr.data.validation import DataValidationError
+from lainctr.errors import USER_ERRORS
 from lainctr.experiment import DatasetMissingError, run_experiment
+from lainctr.trainer import TrainingError
+from lainctr.training_options import OptionError
 
 
 def main(argv=None) -> int:
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
         run_experiment(args.expid, config_dir=args.config, gpu=args.gpu, data_root=args.data_root,
                        overrides=overrides, results_file=args.results,
                        tag=f"ablation:{args.ablation}" if args.ablation else None)
-    except (ConfigError, DatasetMissingError, DataValidationError) as error:
+    except (ConfigError, DatasetMissingError, OptionError, TrainingError) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,9 @@ setup(
         "packaging",             # imported by fuxictr but not declared by its wheel
         "h5py>=3.8",
         "pyyaml>=6",
+        # results-file and dataset-folder locks (lainctr/atomic.py); >=4.3 re-locks when a waiter got a lock
+        # file that its holder unlinked, which lets the holder remove the lock file on release
+        "filelock>=4.3",
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],

@@ -25,11 +25,14 @@ the cutoff included), ``train`` = the earlier train rows, ``test`` = ``test.csv`
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
+
+from lainctr.errors import exit_code
 
 from . import common
 from .common import DataValidationError, Vocabulary
@@ -142,7 +145,7 @@ def check_histories(root: str, layout: Layout, rows: Rows, sequences, user: np.n
 def read_item_vectors(root: str, file: str, raw_ids: np.ndarray) -> np.ndarray:
     """(N, d) float32 rows of the h5 ``value`` matrix for ``raw_ids`` (N,), read in blocks of rows."""
     path = common.input_path(root, file)
-    with h5py.File(path, "r") as h5:
+    with common.readable(path, "HDF5"), h5py.File(path, "r") as h5:
         for name in ("key", "value"):
             if name not in h5:
                 raise DataValidationError(file, name, None, f"missing dataset; the file has {sorted(h5.keys())}")
@@ -239,4 +242,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main))

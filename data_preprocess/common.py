@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -29,6 +30,7 @@ from lainctr.data.store import FeatureSpec, UserSequences, build_feature_map_jso
 from lainctr.data.synthetic import length_statistics
 from lainctr.data.validation import (DataValidationError, first_bad_row, validate_item_table,
                                      validate_sequences, validate_split)
+from lainctr.errors import InputFileError
 
 __all__ = ["DataValidationError", "FeatureSpec", "UserSequences"]  # re-exported for the format modules
 
@@ -80,21 +82,35 @@ def require_columns(file: str, present: Sequence[str], required: Sequence[str]) 
             raise DataValidationError(file, column, None, f"missing column; the file has {list(present)}")
 
 
+@contextlib.contextmanager
+def readable(path: str, kind: str) -> Iterator[None]:
+    """Turn a reader's error (a 0-byte, truncated or corrupted file) into :class:`InputFileError` naming ``path``."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputFileError(f"{path}: not a readable {kind} file ({error})") from error
+
+
 def parquet_schema(root: str, name: str) -> pa.Schema:
-    return pq.ParquetFile(input_path(root, name)).schema_arrow
+    path = input_path(root, name)
+    with readable(path, "parquet"):
+        return pq.ParquetFile(path).schema_arrow
 
 
 def parquet_batches(root: str, name: str, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS,
                     progress: bool = True) -> Iterator[Tuple[int, pa.RecordBatch]]:
     """Yield ``(first file row, batch)`` over the named columns of ``root/name``."""
-    parquet = pq.ParquetFile(input_path(root, name))
+    path = input_path(root, name)
+    with readable(path, "parquet"):
+        parquet = pq.ParquetFile(path)
     require_columns(name, parquet.schema_arrow.names, columns)
     with tqdm(total=parquet.metadata.num_rows, desc=name, unit="rows", disable=not progress) as bar:
         start = 0
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(columns)):
-            yield start, batch
-            start += batch.num_rows
-            bar.update(batch.num_rows)
+        with readable(path, "parquet"):  # a consumer's error is not thrown in here; only the reader's
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(columns)):
+                yield start, batch
+                start += batch.num_rows
+                bar.update(batch.num_rows)
 
 
 def csv_batches(root: str, name: str, columns: Sequence[str], block_bytes: int = CSV_BLOCK_BYTES,
@@ -102,19 +118,21 @@ def csv_batches(root: str, name: str, columns: Sequence[str], block_bytes: int =
     """Yield ``(first data row, batch)``; every column is read as text and converted by the caller, so a
     bad value is reported at its row instead of as an Arrow parse error."""
     path = input_path(root, name)
-    with open(path, newline="") as fd:
+    with readable(path, "CSV"), open(path, newline="") as fd:
         header = next(csv.reader(fd), [])
     require_columns(name, header, columns)
-    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block_bytes),
-                            convert_options=pacsv.ConvertOptions(
-                                include_columns=list(columns), column_types={c: pa.string() for c in columns},
-                                strings_can_be_null=False))
+    with readable(path, "CSV"):
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block_bytes),
+                                convert_options=pacsv.ConvertOptions(
+                                    include_columns=list(columns), column_types={c: pa.string() for c in columns},
+                                    strings_can_be_null=False))
     with tqdm(desc=name, unit="rows", disable=not progress) as bar:
         start = 0
-        for batch in reader:
-            yield start, batch
-            start += batch.num_rows
-            bar.update(batch.num_rows)
+        with readable(path, "CSV"):
+            for batch in reader:
+                yield start, batch
+                start += batch.num_rows
+                bar.update(batch.num_rows)
 
 
 # ------------------------------------------------------------------------------------------- converters
@@ -390,11 +408,13 @@ def command_line(description: str, default_dataset_id: Optional[str] = None,
 
 def run(argv: Optional[List[str]], parser: argparse.ArgumentParser,
         convert: Callable[[argparse.Namespace], str]) -> str:
-    """Parse ``argv``, honour ``--skip_existing``, convert; returns the output folder."""
+    """Parse ``argv``, honour ``--skip_existing``, refuse an ``--output`` that is not a dataset folder
+    (:func:`lainctr.data.store.check_replaceable`), convert; returns the output folder."""
     args = parser.parse_args(argv)
     if args.skip_existing and store.is_complete(args.output):
         print(f"{args.output}: a complete dataset folder exists; skipped (--skip_existing)")
         return args.output
+    store.check_replaceable(os.path.abspath(args.output))  # before hours of conversion, not only at the rename
     output = convert(args)
     print(output)
     return output

@@ -25,11 +25,14 @@ Every categorical value is encoded to 1..K by sorted raw value (0 = missing / pa
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
+
+from lainctr.errors import exit_code
 
 from . import common
 from .common import DataValidationError, FeatureSpec, Vocabulary
@@ -292,4 +295,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main))

@@ -18,11 +18,14 @@ every column instead, with vocab = largest id + 1 (e.g. the Feb-2025 releases, w
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+
+from lainctr.errors import exit_code
 
 from . import common
 from .common import DataValidationError, FeatureSpec, UserSequences
@@ -232,4 +235,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main))

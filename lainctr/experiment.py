@@ -21,10 +21,11 @@ from fuxictr.pytorch.torch_utils import seed_everything
 from . import __version__, config as config_lib, registry
 from .data import store, synthetic
 from .data.dataset import load_dataset
+from .data.feature_map_check import check_feature_specs
 from .data.loader import SequenceBatchLoader
 from .models import lain_parameter_count, model_keys
 from .paths import data_root as resolve_data_root, zoo_root
-from .results import append_result
+from .results import append_result, read_table
 from .trainer import Trainer
 from .training_options import TrainerOptions
 
@@ -44,8 +45,9 @@ def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, object], root: str) -
     if builder:
         if builder not in BUILDERS:
             raise config_lib.ConfigError(f"dataset '{dataset_id}': unknown builder '{builder}'; known: {sorted(BUILDERS)}")
-        print(f"Building dataset {dataset_id} into {data_dir}", flush=True)
-        return BUILDERS[builder](data_dir, dataset_id=dataset_id, **dict(dataset_cfg.get("builder_args") or {}))
+        print(f"Building dataset {dataset_id} into {data_dir} (or waiting for a run that builds it)", flush=True)
+        return store.build_once(data_dir, lambda folder: BUILDERS[builder](
+            folder, dataset_id=dataset_id, **dict(dataset_cfg.get("builder_args") or {})))
     raise DatasetMissingError(
         f"Dataset '{dataset_id}' is not at {data_dir}.\n\n"
         f"What to download:\n{dataset_cfg.get('download', '(no download instructions configured)')}\n"
@@ -106,6 +108,7 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     """
     params = config_lib.load_config(expid, config_dir)
     params.update(overrides or {})
+    check_feature_specs(params.get("feature_specs"), f"expid {expid}: feature_specs")
     model_class = registry.get_model(str(params["model"]))
     run, trainer_keys, model_kwargs = config_lib.split_params(params, model_keys(model_class))
     dataset_id = str(run["dataset_id"])
@@ -114,6 +117,10 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     model_id = f"{expid}_{tag.replace(':', '_')}_seed{seed}" if tag else f"{expid}_seed{seed}"  # runs never share files
     model_root = os.path.normpath(os.path.join(zoo_root(), str(trainer_keys.get("model_root", "checkpoints"))))
     options = TrainerOptions(**dict(trainer_keys, model_root=model_root, gpu=gpu))
+    results_path = results_file or run.get("results_file") or os.path.join(zoo_root(), "results", "results.csv")
+    if not os.path.isabs(results_path):
+        results_path = os.path.normpath(os.path.join(zoo_root(), results_path))
+    read_table(results_path)   # a malformed results file fails now, not after the training
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))
     _setup_logging(os.path.join(model_root, dataset_id, f"{model_id}.log"), options.verbose)
     logging.info("Params: %s", json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, default=str))
@@ -156,9 +163,6 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     }
     row.update(trainer.evaluation_columns(valid, "valid", buckets))
     row.update(trainer.evaluation_columns(test, "test", buckets))
-    results_path = results_file or run.get("results_file") or os.path.join(zoo_root(), "results", "results.csv")
-    if not os.path.isabs(results_path):
-        results_path = os.path.normpath(os.path.join(zoo_root(), results_path))
     append_result(results_path, row)
     summary = " - ".join(f"{k}: {row[k]:.6f}" for k in row if k.startswith("test_") and "@" not in k)
     logging.warning("[%s] test %s (results appended to %s)", expid, summary, results_path)

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from .analysis import aggregate, reference as ref_lib
+from .errors import USER_ERRORS
 
 METRICS = ("AUC", "gAUC", "logloss")
 METRIC_LABELS = {"gini": "attention Gini", "gini_bucket_var": "variance of bucket-mean Gini"}
@@ -358,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         markdown, written = write_leaderboard(args.results, args.out, report, args.split, args.reference,
                                               not args.all_runs)
-    except FileNotFoundError as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(markdown)

@@ -33,6 +33,7 @@ import yaml
 from . import config as config_lib
 from .analysis import reference as ref_lib
 from .analysis.ablation import LABELS, ablation_overrides, ablation_table, infer_variant
+from .errors import USER_ERRORS
 from .paths import zoo_root
 
 TUNER_KEYS = {"base_expid", "tuner_space", "seeds", "monitor", "monitor_mode", "results_file", "out_dir",
@@ -438,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      config_dir=args.config, results_file=args.results, out=args.out, rebuild=args.rebuild,
                      resume=args.resume)
         return 0
-    except (config_lib.ConfigError, FileNotFoundError) as error:
+    except (config_lib.ConfigError,) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

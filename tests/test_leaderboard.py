@@ -1,4 +1,5 @@
 """Leaderboard aggregation on a hand-made results file, and the reference table's cells."""
+import csv
 import os
 import subprocess
 import sys
@@ -204,3 +205,26 @@ def test_reference_csv_is_regenerated_from_the_document(tmp_path):
     subprocess.run([sys.executable, script, "--doc", REFERENCE_DOC, "--out", str(out)], check=True,
                    capture_output=True)
     assert out.read_bytes() == open(reference.reference_file(), "rb").read()
+
+
+def test_unreadable_metric_is_named_and_not_counted_as_a_seed(tmp_path, caplog):
+    with open(FIXTURE, newline="") as fd:
+        rows = list(csv.reader(fd))
+    rows[2][rows[0].index("test_AUC")] = "abc"                       # b2027, a DIN_synthetic seed, line 3
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as fd:
+        csv.writer(fd).writerows(rows)
+    runs = aggregate.load_results([str(path)])
+    assert "b2027" not in set(runs["run_id"])
+    din = _group(aggregate.summarize(runs), "DIN_synthetic")
+    assert din["n"] == _group(aggregate.summarize(aggregate.load_results([FIXTURE])), "DIN_synthetic")["n"] - 1
+    assert f"{path} line 3 (run_id 'b2027', expid 'DIN_synthetic'): test_AUC='abc' not a number; row left out" \
+        in caplog.text
+
+
+def test_malformed_results_line_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    path.write_text(open(FIXTURE).read() + "x,y\n")
+    assert leaderboard.main(["--results", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {path}: line 12: 2 fields, the header has 25; repair or remove that line\n"

@@ -212,3 +212,12 @@ def test_ablation_resume_and_checks(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="unknown ablation"):
         tuner.run_ablation("DIN_LAIN_synthetic_tiny", [1], ["wo_everything"], runner=runner,
                            results_file=results, out=str(tmp_path))
+
+
+def test_malformed_results_file_is_one_error_line(tmp_path, capsys):
+    results = tmp_path / "ablation.csv"
+    results.write_text("run_id,expid,seed\nr1,DIN_LAIN_synthetic_tiny,1\nr2,\"unterminated\n")
+    assert tuner.main(["ablation", "--expid", "DIN_LAIN_synthetic_tiny", "--results", str(results), "--rebuild",
+                       "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {results}: line ") and "not readable as CSV" in err and err.count("\n") == 1

@@ -76,3 +76,45 @@ def test_incomplete_folder_is_not_a_dataset(copy_dir):
     os.remove(os.path.join(copy_dir, "dataset_info.json"))
     with pytest.raises(FileNotFoundError, match="not a complete dataset"):
         load_dataset(copy_dir)
+
+
+def _rewrite(path, column, change):
+    with h5py.File(path, "r+") as f:
+        data = change(f[column][()])
+        del f[column]
+        f.create_dataset(column, data=data)
+
+
+def test_in_range_corruption_names_file_and_column(copy_dir):
+    """500 labels flipped 1 -> 0 stay valid values (and keep the next-behaviour promise, which only positives
+    make); the checksum written at conversion catches them."""
+    path = os.path.join(copy_dir, "train.h5")
+
+    def flip(label):
+        positives = np.flatnonzero(label == 1)
+        assert len(positives) >= 500
+        label[positives[:500]] = 0
+        return label
+    _rewrite(path, "label", flip)
+    with pytest.raises(DataValidationError, match=f"^{path}: column 'label': content differs from the checksum"):
+        load_dataset(copy_dir)
+
+
+def test_changed_item_id_in_the_history_is_reported(copy_dir):
+    path = os.path.join(copy_dir, "sequences.h5")
+    _rewrite(path, "items", lambda items: np.where(np.arange(len(items)) == 7, items % 1999 + 1, items))
+    with pytest.raises(DataValidationError, match=f"^{path}: column 'items': content differs"):
+        load_dataset(copy_dir)
+
+
+def test_folder_without_checksums_still_loads(copy_dir):
+    import json
+    info_path = os.path.join(copy_dir, "dataset_info.json")
+    with open(info_path) as fd:
+        info = json.load(fd)
+    assert set(info["checksums"]) == {"train.h5", "valid.h5", "test.h5", "sequences.h5", "items.h5"}
+    del info["checksums"]
+    with open(info_path, "w") as fd:
+        json.dump(info, fd)
+    _rewrite(os.path.join(copy_dir, "train.h5"), "label", np.zeros_like)
+    load_dataset(copy_dir)

@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from ..results import read_table
 from .ablation import infer_variant
 
 GROUP_KEYS = ["dataset_id", "expid", "model", "backbone", "lain", "variant", "max_len"]
@@ -47,22 +48,32 @@ def variant_of(tag: str, params: str, lain: bool) -> str:
 
 
 def load_results(paths: Sequence[str], latest_per_seed: bool = True) -> pd.DataFrame:
-    """All rows of the results CSVs, metrics as floats, plus ``variant`` and ``source_file``.
+    """All rows of the results CSVs, metrics as floats, plus ``variant``, ``source_file`` and ``source_line``.
 
-    A run_id seen twice is kept once. With ``latest_per_seed``, a seed re-run under the same group keeps
-    only its latest row, so ``n`` counts seeds, not re-runs.
+    A run_id seen twice is kept once. A row with a metric, seed or max_len cell that is not a number is left
+    out with a warning naming file, line, run_id and expid (it must not count as a seed). With
+    ``latest_per_seed``, a seed re-run under the same group keeps only its latest row, so ``n`` counts
+    seeds, not re-runs.
+
+    Raises:
+        FileNotFoundError: a results file does not exist.
+        InputFileError: a results file has a malformed line (see :func:`lainctr.results.read_table`).
     """
     frames = []
     for path in paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"results file {path} does not exist")
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        frames.append(frame.assign(source_file=os.path.abspath(path)))
+        table = read_table(path)
+        if table.columns:
+            frames.append(pd.DataFrame(table.rows, columns=table.columns, dtype=str)
+                          .assign(source_file=os.path.abspath(path), source_line=table.lines))
     if not frames:
         return pd.DataFrame(columns=GROUP_KEYS + ["seed"])
     runs = pd.concat(frames, ignore_index=True, sort=False).fillna("")
     if "run_id" in runs:
         runs = runs[~(runs["run_id"].duplicated() & (runs["run_id"] != ""))]
+    runs = _drop_unreadable(runs, [c for c in runs.columns if parse_metric_column(c)] +
+                            [c for c in ("seed", "max_len") if c in runs])
     for column in runs.columns:
         if parse_metric_column(column):
             runs[column] = pd.to_numeric(runs[column].replace("", np.nan), errors="coerce")
@@ -79,6 +90,24 @@ def load_results(paths: Sequence[str], latest_per_seed: bool = True) -> pd.DataF
         runs = (runs.assign(_order=order).sort_values("_order", kind="stable")
                 .drop_duplicates(GROUP_KEYS + ["seed"], keep="last").drop(columns="_order"))
     return runs.reset_index(drop=True)
+
+
+def _unreadable(text: pd.Series) -> pd.Series:
+    """True where a cell holds text that is not a number (empty cells and ``nan`` are missing values)."""
+    stripped = text.str.strip()
+    return pd.to_numeric(stripped.replace("", np.nan), errors="coerce").isna() & \
+        (stripped != "") & (stripped.str.lower() != "nan")
+
+
+def _drop_unreadable(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``runs`` without the rows that have an unreadable cell in ``columns``; one warning per such row."""
+    bad = pd.DataFrame({c: _unreadable(runs[c]) for c in columns}, index=runs.index)
+    for index in bad.index[bad.any(axis=1)]:
+        row = runs.loc[index]
+        cells = ", ".join(f"{c}={row[c]!r}" for c in bad.columns[bad.loc[index]])
+        logging.warning("%s line %s (run_id %r, expid %r): %s not a number; row left out", row["source_file"],
+                        row["source_line"], row.get("run_id", ""), row.get("expid", ""), cells)
+    return runs[~bad.any(axis=1)]
 
 
 def metric_columns(runs: pd.DataFrame, split: Optional[str] = None) -> List[str]:

@@ -1,7 +1,6 @@
 """Load a dataset folder (see :mod:`lainctr.data.store`) into memory, validated, ready for the loader."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict
@@ -9,7 +8,9 @@ from typing import Dict
 import numpy as np
 import torch
 
+from ..errors import InputFileError
 from . import store
+from .feature_map_check import check_feature_map
 from .validation import validate_item_table, validate_sequences, validate_split
 
 
@@ -53,19 +54,42 @@ def _vocab(feature_map_json: Dict[str, object], source_item: bool) -> Dict[str, 
     return vocab
 
 
+def _label(feature_map_json: Dict[str, object], path: str) -> str:
+    labels, features = feature_map_json.get("labels"), feature_map_json.get("features")
+    if not (isinstance(labels, list) and labels and isinstance(features, list)):
+        raise InputFileError(f"{path}: not a feature map: needs a non-empty 'labels' list and a 'features' list")
+    return str(labels[0])
+
+
+def _verify_checksums(data_dir: str, info: Dict[str, object], sequences: store.UserSequences,
+                      table: Dict[str, np.ndarray], split_columns: Dict[str, Dict[str, np.ndarray]]) -> None:
+    store.verify_checksums(data_dir, info, store.SEQUENCES_FILE, store.sequence_columns(sequences))
+    store.verify_checksums(data_dir, info, store.ITEMS_FILE, table)
+    for split, columns in split_columns.items():
+        store.verify_checksums(data_dir, info, f"{split}.h5", columns)
+
+
 def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> SequenceDataset:
     """Read and validate a dataset folder.
 
+    With ``validate``, the values are checked (ranges, shapes, promises) and then the columns are compared
+    with the checksums written at conversion (:func:`lainctr.data.store.verify_checksums`; older folders
+    without checksums get the value checks only).
+
     Raises:
         FileNotFoundError: the folder or one of its files is missing.
-        DataValidationError: a file is corrupted (the message names file, column and row).
+        DataValidationError: a file is corrupted (the message names file, column and row, or for a column
+            whose checksum differs, file and column).
+        FeatureEncoderError: a ``feature_encoder`` in ``feature_map.json`` is not of the allowed form
+            (:mod:`lainctr.data.feature_map_check`).
     """
     if not store.is_complete(data_dir):
         raise FileNotFoundError(f"{data_dir}: not a complete dataset folder ({store.INFO_FILE} missing)")
     info = store.read_info(data_dir)
-    with open(os.path.join(data_dir, store.FEATURE_MAP_FILE)) as fd:
-        feature_map_json = json.load(fd)
-    label = feature_map_json["labels"][0]
+    feature_map_path = os.path.join(data_dir, store.FEATURE_MAP_FILE)
+    feature_map_json = store.read_json(feature_map_path)
+    label = _label(feature_map_json, feature_map_path)
+    check_feature_map(feature_map_json, feature_map_path)  # before FuxiCTR evals the encoders
     sequences = store.read_sequences(data_dir)
     table = store.read_h5(os.path.join(data_dir, store.ITEMS_FILE))
     split_columns = {s: store.read_h5(os.path.join(data_dir, f"{s}.h5")) for s in splits}
@@ -78,6 +102,7 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
                            _vocab(feature_map_json, source_item=False),
                            sequences.items if promise_next else None,
                            sequences.offsets if promise_next else None)
+        _verify_checksums(data_dir, info, sequences, table, split_columns)
     item_table = {name: torch.from_numpy(np.ascontiguousarray(
         values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values.astype(np.int64)))
         for name, values in table.items()}

@@ -8,23 +8,33 @@ Layout of ``<data_dir>/``::
                                     ``items`` (N,) item indices in time order, optional side columns (N,)
     items.h5                        the item feature table, one dataset per feature, row 0 = padding item
     feature_map.json                FuxiCTR feature map (vocabularies, sources, label)
-    dataset_info.json               format version, label column, promises the files make, statistics
+    dataset_info.json               format version, label column, promises the files make, statistics,
+                                    ``checksums``: per H5 file and column the CRC-32 of the array's bytes
 
 A sample's history is ``items[offsets[u] : offsets[u] + seq_len]``: nothing is duplicated per sample.
-Writers go through :func:`write_dataset`, which builds the folder under a temporary name and renames it,
-so an interrupted run never leaves a folder that looks complete.
+Writers go through :func:`write_dataset`, which holds the folder's lock (:mod:`lainctr.atomic`), builds the
+folder under a temporary name and renames it, so an interrupted run never leaves a folder that looks complete;
+the next writer removes a killed writer's temporary folder. It replaces only an empty folder or a dataset
+folder of this format, never a folder holding anything else. :func:`build_once` lets concurrent runs share
+one build of a missing dataset.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import h5py
 import numpy as np
+
+from .. import atomic
+from ..errors import InputFileError
+from .validation import DataValidationError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -33,6 +43,7 @@ SEQUENCES_FILE = "sequences.h5"
 ITEMS_FILE = "items.h5"
 FEATURE_MAP_FILE = "feature_map.json"
 INFO_FILE = "dataset_info.json"
+DATASET_FILES = frozenset([f"{s}.h5" for s in SPLITS] + [SEQUENCES_FILE, ITEMS_FILE, FEATURE_MAP_FILE, INFO_FILE])
 
 
 @dataclass
@@ -102,22 +113,89 @@ def build_feature_map_json(dataset_id: str, label: str, sample_features: List[Fe
             "input_length": num_fields, "labels": [label], "features": features}
 
 
-def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> None:
+def column_checksum(values: np.ndarray) -> str:
+    """``crc32:<8 hex>`` of the array's bytes in C order (~2 GB/s; catches accidental changes, not tampering)."""
+    return f"crc32:{zlib.crc32(np.ascontiguousarray(values)):08x}"
+
+
+def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> Dict[str, str]:
+    """Write one dataset per column; returns ``{column: checksum}``."""
     with h5py.File(path, "w") as f:
         for name, values in columns.items():
             f.create_dataset(name, data=np.asarray(values))
+    return {name: column_checksum(np.asarray(values)) for name, values in columns.items()}
+
+
+_VERIFIED: set = set()  # (path, inode, size, mtime) of files whose checksums matched in this process
+
+
+def verify_checksums(data_dir: str, info: Mapping[str, object], file: str, columns: Mapping[str, np.ndarray]) -> None:
+    """Compare the columns read from ``data_dir/file`` with the checksums in ``dataset_info.json``.
+
+    Once per process and file version (inode, size, mtime): a file unchanged since it matched is not summed
+    again. A folder written before checksums existed (no ``checksums`` key) is not checked.
+
+    Raises:
+        DataValidationError: naming the file's path and the first column that differs or is missing.
+    """
+    expected = dict(info.get("checksums") or {}).get(file)
+    path = os.path.join(data_dir, file)
+    if not expected:
+        return
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    for column, checksum in expected.items():
+        if column not in columns:
+            raise DataValidationError(path, column, None, f"missing; {INFO_FILE} lists it")
+        if column_checksum(columns[column]) != checksum:
+            raise DataValidationError(path, column, None, f"content differs from the checksum written at conversion "
+                                      f"({checksum}): the file was changed or corrupted; rebuild or re-download "
+                                      "the dataset folder")
+    _VERIFIED.add(key)
+
+
+def sequence_columns(sequences: UserSequences) -> Dict[str, np.ndarray]:
+    """The columns of ``sequences.h5``: ``offsets``, ``items`` (int64) and ``side/<name>``."""
+    columns = {"offsets": np.asarray(sequences.offsets, dtype=np.int64),
+               "items": np.asarray(sequences.items, dtype=np.int64)}
+    columns.update({f"side/{k}": v for k, v in sequences.side.items()})
+    return columns
 
 
 def read_h5(path: str, names: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
     """Read every dataset (or the named ones) of an H5 file into memory."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
+    with _readable_h5(path), h5py.File(path, "r") as f:
         keys = list(f.keys()) if names is None else names
         missing = [k for k in keys if k not in f]
         if missing:
             raise KeyError(f"{path}: missing column(s) {missing}; present: {sorted(f.keys())}")
         return {k: f[k][()] for k in keys}
+
+
+@contextlib.contextmanager
+def _readable_h5(path: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:  # h5py's messages ("file signature not found", "Can't read data") omit the path
+        raise InputFileError(f"{path}: not a readable HDF5 file ({error}); rebuild or re-download the dataset "
+                             "folder") from error
+
+
+def read_json(path: str) -> Dict[str, object]:
+    """A JSON object from ``path``; a corrupt file raises :class:`InputFileError` naming it."""
+    with open(path, "rb") as fd:
+        text = fd.read()
+    try:
+        content = json.loads(text)
+    except ValueError as error:  # JSONDecodeError (line and column in its message), UnicodeDecodeError
+        raise InputFileError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise InputFileError(f"{path}: expected a JSON object, found a {type(content).__name__}")
+    return content
 
 
 def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
@@ -135,38 +213,77 @@ def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]],
         ``data_dir``.
     """
     data_dir = os.path.abspath(data_dir)
-    parent = os.path.dirname(data_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = os.path.join(parent, f".{os.path.basename(data_dir)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp_dir)
-    try:
-        for split, columns in splits.items():
-            _write_h5(os.path.join(tmp_dir, f"{split}.h5"), columns)
-        seq_columns = {"offsets": sequences.offsets.astype(np.int64),
-                       "items": sequences.items.astype(np.int64)}
-        seq_columns.update({f"side/{k}": v for k, v in sequences.side.items()})
-        _write_h5(os.path.join(tmp_dir, SEQUENCES_FILE), seq_columns)
-        _write_h5(os.path.join(tmp_dir, ITEMS_FILE), item_table)
-        with open(os.path.join(tmp_dir, FEATURE_MAP_FILE), "w") as fd:
-            json.dump(feature_map, fd, indent=2)
-        full_info = {"format_version": FORMAT_VERSION, "dataset_id": feature_map["dataset_id"],
-                     "label": feature_map["labels"][0], "splits": sorted(splits),
-                     "num_users": sequences.num_users,
-                     "num_items": int(len(next(iter(item_table.values())))),
-                     "num_behaviours": int(len(sequences.items)),
-                     "num_samples": {s: int(len(c["user_index"])) for s, c in splits.items()}}
-        full_info.update(info)
-        with open(os.path.join(tmp_dir, INFO_FILE), "w") as fd:
-            json.dump(full_info, fd, indent=2)
-        _replace_dir(tmp_dir, data_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    with atomic.locked(data_dir):
+        atomic.remove_stale_temps(data_dir)
+        tmp_dir = atomic.temp_path(data_dir)
+        os.makedirs(tmp_dir)
+        try:
+            _write_files(tmp_dir, splits, sequences, item_table, feature_map, info)
+            _replace_dir(tmp_dir, data_dir)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     return data_dir
 
 
+def _write_files(folder: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
+                 item_table: Mapping[str, np.ndarray], feature_map: Dict[str, object], info: Dict[str, object]) -> None:
+    checksums = {f"{split}.h5": _write_h5(os.path.join(folder, f"{split}.h5"), columns)
+                 for split, columns in splits.items()}
+    checksums[SEQUENCES_FILE] = _write_h5(os.path.join(folder, SEQUENCES_FILE), sequence_columns(sequences))
+    checksums[ITEMS_FILE] = _write_h5(os.path.join(folder, ITEMS_FILE), item_table)
+    with open(os.path.join(folder, FEATURE_MAP_FILE), "w") as fd:
+        json.dump(feature_map, fd, indent=2)
+    full_info = {"format_version": FORMAT_VERSION, "dataset_id": feature_map["dataset_id"],
+                 "label": feature_map["labels"][0], "splits": sorted(splits),
+                 "num_users": sequences.num_users,
+                 "num_items": int(len(next(iter(item_table.values())))),
+                 "num_behaviours": int(len(sequences.items)),
+                 "num_samples": {s: int(len(c["user_index"])) for s, c in splits.items()}}
+    full_info.update(info)
+    full_info["checksums"] = checksums
+    with open(os.path.join(folder, INFO_FILE), "w") as fd:
+        json.dump(full_info, fd, indent=2)
+
+
+def build_once(data_dir: str, build_fn: Callable[[str], object]) -> str:
+    """``data_dir``, first built by ``build_fn(data_dir)`` unless complete; concurrent callers wait for the
+    one that builds (the folder's lock) and then use its folder."""
+    if not is_complete(data_dir):
+        with atomic.locked(data_dir):
+            if not is_complete(data_dir):
+                build_fn(data_dir)
+    return data_dir
+
+
+def check_replaceable(folder: str) -> None:
+    """Raise :class:`InputFileError` unless ``folder`` is absent, empty or a dataset folder of this format
+    (only the store's files, ``dataset_info.json`` of this ``format_version``): nothing else is ever replaced."""
+    if not os.path.lexists(folder):
+        return
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        raise InputFileError(f"{folder}: refusing to replace it with a dataset folder: it is not a folder")
+    names = sorted(os.listdir(folder))
+    if not names or (set(names) <= DATASET_FILES and _format_version(folder) == FORMAT_VERSION):
+        return
+    foreign = [n for n in names if n not in DATASET_FILES] or names
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    raise InputFileError(f"{folder}: refusing to replace a folder that is not a dataset folder of format "
+                         f"{FORMAT_VERSION} (it holds {shown}); choose another output folder or empty this one")
+
+
+def _format_version(folder: str) -> Optional[object]:
+    try:
+        with open(os.path.join(folder, INFO_FILE)) as fd:
+            return json.load(fd).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _replace_dir(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is replaced only once ``src`` is complete."""
+    """Move ``src`` to ``dst``; an existing ``dst`` is replaced only once ``src`` is complete, and only if it
+    is empty or a dataset folder (:func:`check_replaceable`)."""
+    check_replaceable(dst)
     if os.path.exists(dst):
         old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
         os.rename(dst, old)
@@ -182,15 +299,14 @@ def is_complete(data_dir: str) -> bool:
 
 
 def read_info(data_dir: str) -> Dict[str, object]:
-    with open(os.path.join(data_dir, INFO_FILE)) as fd:
-        return json.load(fd)
+    return read_json(os.path.join(data_dir, INFO_FILE))
 
 
 def read_sequences(data_dir: str) -> UserSequences:
     path = os.path.join(data_dir, SEQUENCES_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
+    with _readable_h5(path), h5py.File(path, "r") as f:
         for name in ("offsets", "items"):
             if name not in f:
                 raise KeyError(f"{path}: missing column '{name}'")
