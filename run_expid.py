@@ -5,6 +5,7 @@ early stopping on the validation split, evaluates valid and test overall and per
 appends one row to the results CSV (default ``results/results.csv``).
 """
 import argparse
+import os
 import sys
 
 from lainctr.runtime import configure_cpu_runtime
@@ -15,6 +16,7 @@ from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after th
 from lainctr.config import ConfigError
 from lainctr.errors import USER_ERRORS
 from lainctr.experiment import DatasetMissingError, run_experiment
+from lainctr.paths import MODEL_DIRS_ENV
 from lainctr.trainer import TrainingError
 from lainctr.training_options import OptionError
 
@@ -26,10 +28,15 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
     parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT or ./data)")
     parser.add_argument("--results", default=None, help="results CSV to append to")
+    parser.add_argument("--model_dir", action="append", default=[],
+                        help="a folder of your own model folders (<Model>/<Model>.py, <Model>/config/*.yaml), "
+                             "searched after the zoo's; repeatable; also $LAINCTR_MODEL_DIRS")
     parser.add_argument("--seed", type=int, default=None, help="override the expid's seed")
     parser.add_argument("--ablation", default=None, choices=list(ablation_overrides()),
                         help="LAIN ablation variant of a _LAIN expid (spec section 6); tags the results row")
     args = parser.parse_args(argv)
+    if args.model_dir:
+        os.environ[MODEL_DIRS_ENV] = os.pathsep.join(args.model_dir + [os.environ.get(MODEL_DIRS_ENV, "")]).strip(os.pathsep)
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.ablation:  # on a non-LAIN expid the switches are unknown keys: a ConfigError below
         overrides.update(ablation_overrides()[args.ablation])

@@ -84,6 +84,7 @@ def build_ours(name: str, params: dict, feature_map, gpu: int):
     import dataclasses
 
     import torch
+
     from lainctr.experiment import build_model
     from lainctr.trainer import Trainer
     torch.manual_seed(0)
@@ -143,6 +144,7 @@ def worker(args) -> dict:
     """One cell: the loader, our model, the upstream model, or a LAIN variant against its backbone."""
     import torch
     from fuxictr.features import FeatureMap
+
     from lainctr.data.dataset import load_dataset
     from lainctr.data.loader import SequenceBatchLoader
 
@@ -246,8 +248,9 @@ def run_model_cells(args, model: str, max_len: int, data: str, parquet: str, ups
 
 def export_parquet(data_dir: str, out_dir: str) -> None:
     """user_info / item_info parquet files for the upstream collator (same sequences and items)."""
-    from lainctr.data.dataset import load_dataset
     from loader_benchmark import export_user_item_info  # imported here: the workers set OpenMP first
+
+    from lainctr.data.dataset import load_dataset
     export_user_item_info(load_dataset(data_dir, splits=("train",), validate=False), out_dir)
 
 

@@ -20,8 +20,9 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
 
-from data_preprocess import longctr_parquet  # noqa: E402
 from fixtures_formats import write_longctr, write_longctr_ebnerd  # noqa: E402
+
+from data_preprocess import longctr_parquet  # noqa: E402
 from lainctr import config  # noqa: E402
 from lainctr.experiment import build_model, load_feature_map  # noqa: E402
 from lainctr.models import lain_parameter_count, lain_parameters  # noqa: E402

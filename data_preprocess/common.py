@@ -28,8 +28,13 @@ from tqdm import tqdm
 from lainctr.data import store
 from lainctr.data.store import FeatureSpec, UserSequences, build_feature_map_json, write_dataset
 from lainctr.data.synthetic import length_statistics
-from lainctr.data.validation import (DataValidationError, first_bad_row, validate_item_table,
-                                     validate_sequences, validate_split)
+from lainctr.data.validation import (
+    DataValidationError,
+    first_bad_row,
+    validate_item_table,
+    validate_sequences,
+    validate_split,
+)
 from lainctr.errors import InputFileError
 
 __all__ = ["DataValidationError", "FeatureSpec", "UserSequences"]  # re-exported for the format modules

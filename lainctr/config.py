@@ -4,7 +4,8 @@ Config files:
 
 * ``config/base_config.yaml`` — a ``Base`` block of defaults for every expid;
 * ``config/dataset_config.yaml`` (+ ``config/datasets_*.yaml``) — every dataset once;
-* ``model_zoo/<Model>/config/model_config.yaml`` — each model's expids.
+* ``<model dir>/<Model>/config/*.yaml`` — each model's expids (model dirs: the zoo's ``model_zoo/`` and
+  those in $LAINCTR_MODEL_DIRS).
 
 ``params = Base <- dataset keys (length_buckets, feature_specs) <- expid block``: the expid wins. Unlike
 FuxiCTR, an unknown or misspelled key is an error that lists the valid keys.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
-from .paths import zoo_root
+from .paths import model_dirs, zoo_root
 from .training_options import TrainerOptions
 
 # Keys the experiment runner consumes; the trainer takes TrainerOptions' keys, the model the rest.
@@ -42,12 +43,12 @@ def _read_yaml(path: str) -> Dict[str, dict]:
 
 
 def config_files(config_dir: Optional[str] = None) -> List[str]:
-    """Model config files: every ``*.yaml`` under ``config_dir`` if given, else the zoo's model configs."""
+    """Model config files: every ``*.yaml`` under ``config_dir`` if given, else every model folder's configs."""
     if config_dir:
         if not os.path.isdir(config_dir):
             raise ConfigError(f"--config {config_dir}: not a directory")
         return sorted(glob.glob(os.path.join(config_dir, "**", "*.yaml"), recursive=True))
-    return sorted(glob.glob(os.path.join(zoo_root(), "model_zoo", "*", "config", "model_config.yaml")))
+    return sorted(path for root in model_dirs() for path in glob.glob(os.path.join(root, "*", "config", "*.yaml")))
 
 
 def _blocks(files: Iterable[str]) -> Dict[str, tuple]:
@@ -61,7 +62,7 @@ def _blocks(files: Iterable[str]) -> Dict[str, tuple]:
     return found
 
 
-def load_base(config_dir: Optional[str] = None) -> Dict[str, object]:
+def load_base(config_dir: Optional[str] = None) -> Dict[str, Any]:
     candidates = [os.path.join(config_dir, "base_config.yaml")] if config_dir else []
     candidates.append(os.path.join(zoo_root(), "config", "base_config.yaml"))
     for path in candidates:
@@ -86,7 +87,7 @@ def dataset_configs(config_dir: Optional[str] = None) -> Dict[str, dict]:
     return datasets
 
 
-def load_dataset_config(dataset_id: str, config_dir: Optional[str] = None) -> Dict[str, object]:
+def load_dataset_config(dataset_id: str, config_dir: Optional[str] = None) -> Dict[str, Any]:
     datasets = dataset_configs(config_dir)
     if dataset_id not in datasets:
         raise ConfigError(f"unknown dataset_id '{dataset_id}'; configured datasets: {sorted(datasets)}")
@@ -97,7 +98,7 @@ def list_expids(config_dir: Optional[str] = None) -> List[str]:
     return sorted(n for n in _blocks(config_files(config_dir)) if n != "Base" and not n.endswith("_common"))
 
 
-def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, object]:
+def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, Any]:
     """The merged parameters of ``expid`` (with ``expid`` itself under the key ``expid``)."""
     blocks = _blocks(config_files(config_dir))
     if expid not in blocks:
@@ -117,7 +118,7 @@ def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, objec
     return params
 
 
-def split_params(params: Dict[str, object], model_keys: Iterable[str]) -> tuple:
+def split_params(params: Dict[str, Any], model_keys: Iterable[str]) -> tuple:
     """(run params, trainer options, model kwargs); raises ConfigError naming an unknown key and the valid ones."""
     model_keys = set(model_keys) - RUN_KEYS - TRAINER_KEYS
     private = {k for k in params if k.startswith("_") or k == "expid"}

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import fuxictr
 import numpy as np
@@ -18,13 +18,15 @@ import torch
 from fuxictr.features import FeatureMap
 from fuxictr.pytorch.torch_utils import seed_everything
 
-from . import __version__, config as config_lib, registry
+from . import __version__, registry
+from . import config as config_lib
 from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
 from .data.loader import SequenceBatchLoader
 from .models import lain_parameter_count, model_keys
-from .paths import data_root as resolve_data_root, zoo_root
+from .paths import data_root as resolve_data_root
+from .paths import zoo_root
 from .results import append_result, read_table
 from .trainer import Trainer
 from .training_options import TrainerOptions
@@ -36,7 +38,7 @@ class DatasetMissingError(FileNotFoundError):
     """A dataset folder is absent and cannot be built here; the message says how to get it."""
 
 
-def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, object], root: str) -> str:
+def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, Any], root: str) -> str:
     """The dataset folder, built first when the config has a builder and the folder is missing."""
     data_dir = os.path.join(root, str(dataset_cfg.get("data_dir", dataset_id)))
     if store.is_complete(data_dir):
@@ -55,7 +57,7 @@ def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, object], root: str) -
         f"(data root: {root}; set --data_root or ${'{'}LAINCTR_DATA_ROOT{'}'})")
 
 
-def load_feature_map(dataset_id: str, data_dir: str, params: Dict[str, object]) -> FeatureMap:
+def load_feature_map(dataset_id: str, data_dir: str, params: Dict[str, Any]) -> FeatureMap:
     feature_map = FeatureMap(dataset_id, data_dir)
     feature_map.load(os.path.join(data_dir, store.FEATURE_MAP_FILE),
                      {"embedding_dim": params.get("embedding_dim"), "group_id": params.get("group_id", "user_index"),
@@ -75,7 +77,7 @@ def _code_commit() -> str:
         return ""
 
 
-def _versions() -> Dict[str, object]:
+def _versions() -> Dict[str, Any]:
     """What a run's numbers depend on besides params and data: code, libraries, and the intra-op thread count
     (float reductions split over threads round differently, so metrics repeat exactly only at the same count)."""
     return {"lainctr": __version__, "commit": _code_commit(), "fuxictr": fuxictr.__version__,
@@ -85,12 +87,12 @@ def _versions() -> Dict[str, object]:
 
 def _setup_logging(log_file: str, verbose: int) -> None:
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
-    handlers = [logging.FileHandler(log_file, mode="w"), logging.StreamHandler(sys.stdout)]
+    handlers: List[logging.Handler] = [logging.FileHandler(log_file, mode="w"), logging.StreamHandler(sys.stdout)]
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=handlers, force=True,
                         format="%(asctime)s P%(process)d %(levelname)s %(message)s")
 
 
-def build_model(params: Dict[str, object], feature_map: FeatureMap, model_id: Optional[str] = None):
+def build_model(params: Dict[str, Any], feature_map: FeatureMap, model_id: Optional[str] = None):
     """(model, trainer options) of a merged expid ``params`` (``config.load_config``) on ``feature_map``."""
     model_class = registry.get_model(str(params["model"]))
     _, trainer_keys, model_kwargs = config_lib.split_params(params, model_keys(model_class))
@@ -99,8 +101,8 @@ def build_model(params: Dict[str, object], feature_map: FeatureMap, model_id: Op
 
 
 def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, data_root: Optional[str] = None,
-                   overrides: Optional[Dict[str, object]] = None, results_file: Optional[str] = None,
-                   tag: Optional[str] = None) -> Dict[str, object]:
+                   overrides: Optional[Dict[str, Any]] = None, results_file: Optional[str] = None,
+                   tag: Optional[str] = None) -> Dict[str, Any]:
     """Train and evaluate ``expid``; returns (and appends to the results file) the results row.
 
     ``tag`` (e.g. ``ablation:wo_sle``) goes to the row's ``tag`` column; the leaderboard keeps tagged runs
@@ -150,7 +152,7 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     with open(history_file, "w") as fd:
         json.dump(trainer.history, fd, indent=1)
 
-    row: Dict[str, object] = {
+    row: Dict[str, Any] = {
         "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
         "expid": expid, "dataset_id": dataset_id, "model": run["model"],
         "backbone": str(run["model"]).replace("_LAIN", ""), "lain": str(run["model"]).endswith("_LAIN"),
@@ -158,7 +160,8 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
         "params": json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, sort_keys=True, default=str),
         "versions": json.dumps(_versions(), sort_keys=True), "num_params": num_params,
         "num_params_non_embedding": num_dense, "num_params_lain": num_lain,
-        "lain_extra_params_pct": round(100.0 * num_lain / max(num_dense - num_lain, 1), 3), "train_seconds": round(train_seconds, 2),
+        "lain_extra_params_pct": round(100.0 * num_lain / max(num_dense - num_lain, 1), 3),
+        "train_seconds": round(train_seconds, 2),
         "epochs_run": trainer.epoch_index + 1, "history_file": history_file, "checkpoint": trainer.checkpoint,
     }
     row.update(trainer.evaluation_columns(valid, "valid", buckets))

@@ -23,7 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from .analysis import aggregate, reference as ref_lib
+from .analysis import aggregate
+from .analysis import reference as ref_lib
 from .errors import USER_ERRORS
 
 METRICS = ("AUC", "gAUC", "logloss")
@@ -51,10 +52,10 @@ def _number(value: float) -> str:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], drop_empty: bool = True) -> str:
     """A GitHub Markdown table; columns empty in every row are dropped (the first column never)."""
-    rows = [["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in r] for r in rows]
-    keep = [i for i in range(len(headers)) if i == 0 or not drop_empty or any(r[i] for r in rows)]
+    cells = [["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in r] for r in rows]
+    keep = [i for i in range(len(headers)) if i == 0 or not drop_empty or any(r[i] for r in cells)]
     lines = ["| " + " | ".join(headers[i] for i in keep) + " |", "|" + "---|" * len(keep)]
-    lines += ["| " + " | ".join(r[i].replace("|", "\\|") for i in keep) + " |" for r in rows]
+    lines += ["| " + " | ".join(r[i].replace("|", "\\|") for i in keep) + " |" for r in cells]
     return "\n".join(lines)
 
 
@@ -200,7 +201,7 @@ def render_dataset(dataset_id: str, table: pd.DataFrame, gain_table: pd.DataFram
         parts += ["", f"### {title}", ""]
         if metric == "gini" and canonical:
             parts += [_paper_gini_line(), ""]
-        labels = [aggregate.parse_metric_column(c[:-5])[2] for c in columns]
+        labels = [aggregate.metric_parts(c[:-5])[2] for c in columns]
         rows = [[run_label(row), row["max_len"], row["n"], *[format_mean_std(row[c], row[c[:-5] + "_std"])
                                                              for c in columns]] for _, row in buckets.iterrows()]
         headers = ["run", "max_len", "n", *labels]

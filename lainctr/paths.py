@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+from typing import List, Optional
 
 DATA_ROOT_ENV = "LAINCTR_DATA_ROOT"
 ZOO_ROOT_ENV = "LAINCTR_ZOO_ROOT"
+MODEL_DIRS_ENV = "LAINCTR_MODEL_DIRS"
 
 
 def zoo_root() -> str:
@@ -19,6 +21,13 @@ def zoo_root() -> str:
     raise FileNotFoundError(f"cannot find the zoo (a folder with model_zoo/); set ${ZOO_ROOT_ENV}")
 
 
-def data_root(override: str = None) -> str:
+def data_root(override: Optional[str] = None) -> str:
     """Root of all dataset folders: ``--data_root``, else $LAINCTR_DATA_ROOT, else ``<zoo>/data``."""
     return os.path.abspath(override or os.environ.get(DATA_ROOT_ENV) or os.path.join(zoo_root(), "data"))
+
+
+def model_dirs() -> List[str]:
+    """Folders holding model folders (``<Model>/<Model>.py`` and ``<Model>/config/*.yaml``): the zoo's
+    ``model_zoo/``, then every folder in $LAINCTR_MODEL_DIRS (separated by ``os.pathsep``), in that order."""
+    extra = [d for d in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if d]
+    return [os.path.join(zoo_root(), "model_zoo")] + [os.path.abspath(d) for d in extra]

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from . import atomic
 from .errors import InputFileError
@@ -68,7 +68,7 @@ def read_results(path: str) -> List[Dict[str, str]]:
     return read_table(path).rows
 
 
-def append_result(path: str, row: Dict[str, object]) -> None:
+def append_result(path: str, row: Dict[str, Any]) -> None:
     """Append ``row`` to the CSV at ``path`` under its lock, atomically, widening the header if needed."""
     with atomic.locked(path):
         _remove_leftovers(path)

@@ -123,13 +123,9 @@ class Trainer:
     def regularization(self) -> torch.Tensor:
         """sum (lambda / p) * ||w||_p^p over embedding tables and over all other parameters (FuxiCTR)."""
         embedding_ids = {id(p) for p in self.model.embedding_layer.parameters()}
-        total = 0.0
-        for param in self.model.parameters():
-            if param.requires_grad:
-                terms = self._embedding_terms if id(param) in embedding_ids else self._net_terms
-                for p, weight in terms:
-                    total = total + (weight / p) * torch.norm(param, p) ** p
-        return total
+        parts = [(weight / p) * torch.norm(param, p) ** p for param in self.model.parameters() if param.requires_grad
+                 for p, weight in (self._embedding_terms if id(param) in embedding_ids else self._net_terms)]
+        return torch.stack(parts).sum() if parts else torch.zeros((), device=self.device)
 
     def train_step(self, batch: SequenceBatch, batch_index: int, steps_per_epoch: int) -> float:
         """Forward, backward, and an optimizer step every ``accumulation_steps`` batches (and at the epoch's

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import yaml
@@ -39,7 +39,7 @@ from .paths import zoo_root
 TUNER_KEYS = {"base_expid", "tuner_space", "seeds", "monitor", "monitor_mode", "results_file", "out_dir",
               "config_dir"}
 REPORT_METRICS = ("AUC", "gAUC", "logloss")
-Runner = Callable[..., Dict[str, object]]
+Runner = Callable[..., Dict[str, Any]]
 
 __all__ = ["GridPoint", "ablation_overrides", "expand_grid", "load_tuner_config", "run_ablation", "run_grid",
            "select_best", "monitor_value"]
@@ -57,12 +57,12 @@ def _zoo_path(path: str) -> str:
 
 def _float(value: object) -> float:
     try:
-        return float(value)
+        return float(str(value))
     except (TypeError, ValueError):
         return math.nan
 
 
-def monitor_value(row: Mapping[str, object], monitor: Union[str, Mapping[str, float]], split: str = "valid") -> float:
+def monitor_value(row: Mapping[str, Any], monitor: Union[str, Mapping[str, float]], split: str = "valid") -> float:
     """The monitor of a results row: ``{split}_{monitor}``, or for a FuxiCTR dict monitor
     (``{AUC: 1, gAUC: 1}``) the weighted sum of the named metrics."""
     if isinstance(monitor, str):
@@ -102,11 +102,11 @@ class GridPoint:
     """One grid point: its expid ``name``, 1-based ``index``, the tuned ``params`` and the full ``block``."""
     name: str
     index: int
-    params: Dict[str, object]
-    block: Dict[str, object] = field(repr=False)
+    params: Dict[str, Any]
+    block: Dict[str, Any] = field(repr=False)
 
 
-def load_tuner_config(path: str) -> Dict[str, object]:
+def load_tuner_config(path: str) -> Dict[str, Any]:
     """Read and check a tuner YAML (unknown keys are an error naming the valid ones)."""
     with open(path) as fd:
         tuner = yaml.safe_load(fd) or {}
@@ -129,19 +129,19 @@ def load_tuner_config(path: str) -> Dict[str, object]:
     return tuner
 
 
-def _valid_keys(block: Mapping[str, object]) -> set:
+def _valid_keys(block: Mapping[str, Any]) -> set:
     from . import registry
     from .models import model_keys
     model_class = registry.get_model(str(block["model"]))
     return config_lib.RUN_KEYS | config_lib.TRAINER_KEYS | set(model_keys(model_class)) | {"max_len"}
 
 
-def point_hash(block: Mapping[str, object]) -> str:
+def point_hash(block: Mapping[str, Any]) -> str:
     """md5[:8] of the point's full parameter block (sorted JSON)."""
     return hashlib.md5(json.dumps(block, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:8]
 
 
-def expand_grid(tuner: Mapping[str, object], base_params: Optional[Mapping[str, object]] = None,
+def expand_grid(tuner: Mapping[str, Any], base_params: Optional[Mapping[str, Any]] = None,
                 check_keys: bool = True) -> List[GridPoint]:
     """Every combination of ``tuner_space`` as a :class:`GridPoint`.
 
@@ -189,7 +189,7 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def select_best(point_rows: Mapping[str, Sequence[Mapping[str, object]]], monitor: Union[str, Mapping[str, float]],
+def select_best(point_rows: Mapping[str, Sequence[Mapping[str, Any]]], monitor: Union[str, Mapping[str, float]],
                 mode: str = "max") -> Tuple[Optional[str], pd.DataFrame]:
     """Pick the point with the best mean **validation** monitor over its seeds.
 
@@ -226,7 +226,7 @@ def select_best(point_rows: Mapping[str, Sequence[Mapping[str, object]]], monito
 
 def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[Sequence[int]] = None,
              gpu: int = -1, data_root: Optional[str] = None, out_dir: Optional[str] = None,
-             dry_run: bool = False, check_keys: bool = True) -> Dict[str, object]:
+             dry_run: bool = False, check_keys: bool = True) -> Dict[str, Any]:
     """Expand, run and select; writes ``configs/``, ``grid_runs.csv``, ``grid_summary.{csv,md}`` and
     ``best.yaml`` under ``out_dir`` (default ``results/tuner/<tuner file name>``).
 
@@ -252,7 +252,7 @@ def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[
         return {"points": points, "best": None, "summary": None, "out_dir": out_dir, "failed": []}
 
     runner = runner or _default_runner()
-    point_rows: Dict[str, List[Dict[str, object]]] = {p.name: [] for p in points}
+    point_rows: Dict[str, List[Dict[str, Any]]] = {p.name: [] for p in points}
     sidecar, failed = [], []
     for point in points:
         for seed in seeds:
@@ -374,7 +374,7 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     return table
 
 
-def _ablation_rows_from_file(results_file: str, expid: str) -> List[Dict[str, object]]:
+def _ablation_rows_from_file(results_file: str, expid: str) -> List[Dict[str, Any]]:
     from .results import read_results
     rows = []
     for row in read_results(results_file):

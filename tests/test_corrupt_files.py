@@ -5,9 +5,9 @@ import struct
 import subprocess
 import sys
 
+import fixtures_formats as ff
 import pytest
 
-import fixtures_formats as ff
 from data_preprocess import bars_x1_csv, longctr_parquet
 from lainctr.data.dataset import load_dataset
 from lainctr.errors import InputFileError

@@ -2,14 +2,26 @@
 import numpy as np
 import pytest
 import torch
+from model_checks import (
+    assert_gradients_repeat,
+    assert_lain_off_is_backbone,
+    assert_output_shape,
+    assert_padding_invariant,
+    assert_window_respected,
+    build_model,
+    labels_of,
+    left_pad,
+    long_attention,
+    model_inputs,
+    predict,
+    training_loss,
+)
 from torch import nn
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.layers.lain import BranchCondition, LMASettings
-from lainctr.models import lain_parameter_count
 from lainctr.layers.recurrent import AUGRU, DotStateAttention, NextBehaviourLoss, left_align, run_gru
-from model_checks import (labels_of, long_attention, model_inputs, training_loss, assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
-                          assert_window_respected, build_model, left_pad, predict)
+from lainctr.models import lain_parameter_count
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},

@@ -1,10 +1,17 @@
 """DIN and DIN_LAIN: shapes, masking, max_len, determinism, LAIN-off equivalence, learning."""
 import pytest
 import torch
+from model_checks import (
+    assert_lain_off_is_backbone,
+    assert_output_shape,
+    assert_padding_invariant,
+    assert_window_respected,
+    build_model,
+    long_attention,
+    predict,
+)
 
 from lainctr.models import lain_parameter_count
-from model_checks import (long_attention, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
-                          assert_window_respected, build_model, predict)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from lainctr.analysis import attention_gini_by_bucket, extra_evaluation_columns, gini, gini_by_bucket
 from lainctr.models import BranchOutput, ModelOutput
 from lainctr.trainer import Trainer
 from lainctr.training_options import TrainerOptions
-from lainctr.analysis import attention_gini_by_bucket, extra_evaluation_columns, gini, gini_by_bucket
 
 
 def test_uniform_attention_is_zero():

@@ -5,7 +5,6 @@ prediction unchanged (also after ``reset_parameters``, which re-initialises ever
 built)."""
 import pytest
 import torch
-
 from model_checks import build_model, predict
 
 QK_ONLY = {"use_prompts": False, "use_temperature": False, "use_qk_conditioning": True}

@@ -2,7 +2,14 @@
 import pytest
 import torch
 
-from lainctr.layers import DINAttention, LAINConfig, LengthConditioner, LengthTemperature, MultiHeadTargetAttention, prepend_prompts
+from lainctr.layers import (
+    DINAttention,
+    LAINConfig,
+    LengthConditioner,
+    LengthTemperature,
+    MultiHeadTargetAttention,
+    prepend_prompts,
+)
 from lainctr.layers.lain import NO_LMA, BranchCondition, BucketLengthEncoder, LMASettings, SpectralLengthEncoder
 
 D = 12

@@ -5,12 +5,12 @@ They must give the predictions that computing the terms gives, and be rebuilt wh
 """
 import pytest
 import torch
+from model_checks import build_model, predict
 
 from lainctr.data.loader import SequenceBatchLoader
 from lainctr.layers import LengthTemperature
 from lainctr.models import lain_parameters
 from lainctr.trainer import Trainer
-from model_checks import build_model, predict
 
 LAIN_MODELS = ["DIN_LAIN", "DIEN_LAIN", "SIM_LAIN", "SDIM_LAIN", "TWIN_LAIN"]
 

@@ -2,11 +2,11 @@
 import os
 import re
 
+import fixtures_formats as ff
 import h5py
 import numpy as np
 import pytest
 
-import fixtures_formats as ff
 from data_preprocess import bars_x1_csv
 from data_preprocess.common import DataValidationError
 from lainctr.data import store

@@ -4,13 +4,13 @@ import json
 import os
 import re
 
+import fixtures_formats as ff
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import fixtures_formats as ff
 from data_preprocess import ebnerd_raw
 from data_preprocess.common import DataValidationError
 from lainctr.data import store

@@ -3,11 +3,11 @@ import json
 import os
 import re
 
+import fixtures_formats as ff
 import numpy as np
 import pyarrow as pa
 import pytest
 
-import fixtures_formats as ff
 from data_preprocess import longctr_parquet
 from data_preprocess.common import DataValidationError
 from lainctr.data import store

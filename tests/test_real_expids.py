@@ -3,10 +3,10 @@ converted by the project's preprocessor), and a missing dataset says what to dow
 import math
 
 import pytest
+from fixtures_formats import write_longctr, write_longctr_ebnerd
 
 import run_expid
 from data_preprocess import longctr_parquet
-from fixtures_formats import write_longctr, write_longctr_ebnerd
 from lainctr import config
 from lainctr.experiment import run_experiment
 from lainctr.models import model_keys

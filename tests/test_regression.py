@@ -10,7 +10,6 @@ import json
 
 import pytest
 import torch
-
 from regression.record import FIXTURE, MODELS, RECORDED, THREADS, run_tiny
 
 with open(FIXTURE) as _fd:

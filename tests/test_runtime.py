@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from model_checks import build_model
 
 from lainctr.trainer import Trainer
-from model_checks import build_model
 
 PROBE = ("import os, sys; from lainctr.runtime import configure_cpu_runtime; "
          "print(configure_cpu_runtime(), os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "

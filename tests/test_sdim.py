@@ -1,14 +1,25 @@
 """SDIM and SDIM_LAIN (and lainctr.layers.hashing): shapes, masking, hashing, LAIN, upstream parity, learning."""
 import functools
+
 import pytest
 import torch
+from model_checks import (
+    assert_finite_on_empty_histories,
+    assert_lain_off_is_backbone,
+    assert_output_shape,
+    assert_padding_invariant,
+    assert_short_mask_shift_difference,
+    assert_window_respected,
+    build_model,
+    long_attention,
+    model_inputs,
+    predict,
+    truncate,
+)
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.layers.hashing import SimHash, SimHashPooling
 from lainctr.registry import get_model
-from model_checks import (long_attention, assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
-                          assert_padding_invariant, assert_short_mask_shift_difference, assert_window_respected,
-                          build_model, model_inputs, predict, truncate)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
@@ -134,7 +145,8 @@ def test_prompts_always_collide_in_the_hash_branch(feature_map, model_kwargs, ti
         target, history, mask = model_inputs(model, batch)
         prompts = model.length_conditions(mask, batch.history_length)["long"].prompts
         pooled, _ = model.branches["long"].hash_pooling(target, history, mask, always_match=prompts)
-        expected = reference_pool(model.branches["long"].hash_pooling.hash.planes, target[:4], history[:4], mask[:4], True, prompts[:4])
+        planes = model.branches["long"].hash_pooling.hash.planes
+        expected = reference_pool(planes, target[:4], history[:4], mask[:4], True, prompts[:4])
     torch.testing.assert_close(pooled[:4], expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pooled[0], torch.nn.functional.normalize(prompts[0].sum(0), dim=0))   # L = 0
 

@@ -1,12 +1,25 @@
 """SIM and SIM_LAIN: shapes, masking, retrieval, auxiliary loss, LAIN-off equivalence, upstream parity, learning."""
 import functools
+
 import pytest
 import torch
+from model_checks import (
+    assert_finite_on_empty_histories,
+    assert_lain_off_is_backbone,
+    assert_output_shape,
+    assert_padding_invariant,
+    assert_short_mask_shift_difference,
+    assert_window_respected,
+    build_model,
+    labels_of,
+    long_attention,
+    model_inputs,
+    predict,
+    training_loss,
+    truncate,
+)
 
 from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
-from model_checks import (labels_of, long_attention, training_loss, assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
-                          assert_padding_invariant, assert_short_mask_shift_difference, assert_window_respected,
-                          build_model, model_inputs, predict, truncate)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},

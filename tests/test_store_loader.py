@@ -67,7 +67,8 @@ def test_all_rows_covered_once_and_shuffle_reproducible(tiny_dataset):
 
 def test_h5_round_trip(tmp_path, tiny_dataset):
     splits = {s: dict(c) for s, c in tiny_dataset.splits.items()}
-    sequences = store.UserSequences(tiny_dataset.offsets, tiny_dataset.behaviours.numpy(), {"t": np.arange(len(tiny_dataset.behaviours))})
+    sequences = store.UserSequences(tiny_dataset.offsets, tiny_dataset.behaviours.numpy(),
+                                    {"t": np.arange(len(tiny_dataset.behaviours))})
     table = {k: v.numpy() for k, v in tiny_dataset.item_table.items()}
     out = store.write_dataset(str(tmp_path / "copy"), splits, sequences, table, tiny_dataset.feature_map_json,
                               {"target_is_next_behaviour": True})

@@ -5,11 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
-import pytest
 
 import fixtures_formats as ff
+import pytest
+
 from data_preprocess import longctr_parquet
 from lainctr.data import store, synthetic
 from lainctr.errors import InputFileError, exit_code

@@ -3,13 +3,22 @@ import copy
 
 import pytest
 import torch
+from model_checks import (
+    assert_gradients_repeat,
+    assert_lain_off_is_backbone,
+    assert_output_shape,
+    assert_padding_invariant,
+    assert_window_respected,
+    build_model,
+    left_pad,
+    long_attention,
+    predict,
+)
 
 from lainctr.data.loader import SequenceBatch
 from lainctr.layers.lain import NO_LMA, BranchCondition, LMASettings
-from lainctr.trainer import Trainer
 from lainctr.layers.twin_attention import ConsistentTopKAttention, CrossFeatureBias
-from model_checks import (long_attention, assert_gradients_repeat, assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
-                          assert_window_respected, build_model, left_pad, predict)
+from lainctr.trainer import Trainer
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ def ablation_overrides(include_backbone: bool = True) -> "OrderedDict[str, Dict[
     return variants
 
 
-def infer_variant(params: Union[str, Mapping[str, object]]) -> str:
+def infer_variant(params: Union[str, Mapping[str, Any]]) -> str:
     """The ablation variant a run's ``params`` (dict or the results file's JSON) correspond to.
 
     Missing switches take their LAINConfig default (True). Returns ``backbone`` whenever prompts, QK
@@ -60,10 +60,10 @@ def infer_variant(params: Union[str, Mapping[str, object]]) -> str:
 
 
 def _mean_std(values: Sequence[float]):
-    values = np.asarray([v for v in values if not math.isnan(v)], np.float64)
-    if len(values) == 0:
+    finite = np.asarray([v for v in values if not math.isnan(v)], np.float64)
+    if len(finite) == 0:
         return math.nan, math.nan
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
 
 
 def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("AUC", "logloss"), split: str = "test",

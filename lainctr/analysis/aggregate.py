@@ -32,6 +32,14 @@ def parse_metric_column(column: str) -> Optional[Tuple[str, str, str]]:
     return (match.group(1), match.group(2), match.group(3) or "") if match else None
 
 
+def metric_parts(column: str) -> Tuple[str, str, str]:
+    """(split, metric, bucket) of a column known to be a metric column (see :func:`parse_metric_column`)."""
+    parts = parse_metric_column(column)
+    if parts is None:
+        raise ValueError(f"'{column}' is not a metric column")
+    return parts
+
+
 def bucket_order(bucket: str) -> float:
     return float(bucket.split("-")[0]) if bucket else -1.0
 
@@ -113,7 +121,7 @@ def _drop_unreadable(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame
 def metric_columns(runs: pd.DataFrame, split: Optional[str] = None) -> List[str]:
     """Metric columns present in ``runs`` (optionally of one split), overall first, then per bucket."""
     found = [c for c in runs.columns if parse_metric_column(c) and (split is None or c.startswith(split + "_"))]
-    return sorted(found, key=lambda c: (parse_metric_column(c)[0] != "valid", bucket_order(parse_metric_column(c)[2]),
+    return sorted(found, key=lambda c: (metric_parts(c)[0] != "valid", bucket_order(metric_parts(c)[2]),
                                         found.index(c)))
 
 
@@ -193,7 +201,7 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
         lain_runs, base_runs = _group_runs(runs, lain_row), _group_runs(runs, base_row)
         common = sorted(set(lain_runs["seed"].dropna()) & set(base_runs["seed"].dropna()))
         for column in metric_columns(runs, split):
-            _, metric, bucket = parse_metric_column(column)
+            _, metric, bucket = metric_parts(column)
             if metric not in metrics or pd.isna(lain_row[f"{column}_mean"]) or pd.isna(base_row[f"{column}_mean"]):
                 continue
             out = {"dataset_id": lain_row["dataset_id"], "backbone": lain_row["backbone"],
@@ -219,7 +227,7 @@ def bucket_table(summary: pd.DataFrame, metric: str = "AUC", split: str = "test"
     """Per group, ``{split}_{metric}@{bucket}`` mean and std in bucket order (wide)."""
     columns = [c for c in summary.columns if c.endswith("_mean") and (p := parse_metric_column(c[:-5]))
                and p[0] == split and p[1] == metric and p[2]]
-    columns.sort(key=lambda c: bucket_order(parse_metric_column(c[:-5])[2]))
+    columns.sort(key=lambda c: bucket_order(metric_parts(c[:-5])[2]))
     keep = GROUP_KEYS + ["n"] + [x for c in columns for x in (c, c[:-5] + "_std")]
     return summary[keep].copy()
 

@@ -89,7 +89,7 @@ def longctr_value(reference: pd.DataFrame, dataset: Optional[str], model: str, m
     if dataset is None or max_len in (None, ""):
         return math.nan
     try:
-        max_len = int(float(max_len))
+        max_len = int(float(str(max_len)))
     except ValueError:
         return math.nan
     if selection == "valsel":

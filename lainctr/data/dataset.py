@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -29,8 +29,8 @@ class SequenceDataset:
         splits: ``{split: {column: (n,) or (n, w) array}}``.
     """
     data_dir: str
-    info: Dict[str, object]
-    feature_map_json: Dict[str, object]
+    info: Dict[str, Any]
+    feature_map_json: Dict[str, Any]
     label: str
     offsets: np.ndarray
     behaviours: torch.Tensor
@@ -45,7 +45,7 @@ class SequenceDataset:
         return np.diff(self.offsets)
 
 
-def _vocab(feature_map_json: Dict[str, object], source_item: bool) -> Dict[str, int]:
+def _vocab(feature_map_json: Dict[str, Any], source_item: bool) -> Dict[str, int]:
     vocab = {}
     for entry in feature_map_json["features"]:
         (name, spec), = entry.items()
@@ -54,14 +54,14 @@ def _vocab(feature_map_json: Dict[str, object], source_item: bool) -> Dict[str, 
     return vocab
 
 
-def _label(feature_map_json: Dict[str, object], path: str) -> str:
+def _label(feature_map_json: Dict[str, Any], path: str) -> str:
     labels, features = feature_map_json.get("labels"), feature_map_json.get("features")
     if not (isinstance(labels, list) and labels and isinstance(features, list)):
         raise InputFileError(f"{path}: not a feature map: needs a non-empty 'labels' list and a 'features' list")
     return str(labels[0])
 
 
-def _verify_checksums(data_dir: str, info: Dict[str, object], sequences: store.UserSequences,
+def _verify_checksums(data_dir: str, info: Dict[str, Any], sequences: store.UserSequences,
                       table: Dict[str, np.ndarray], split_columns: Dict[str, Dict[str, np.ndarray]]) -> None:
     store.verify_checksums(data_dir, info, store.SEQUENCES_FILE, store.sequence_columns(sequences))
     store.verify_checksums(data_dir, info, store.ITEMS_FILE, table)

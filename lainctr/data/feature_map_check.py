@@ -10,7 +10,7 @@ never evaluated.
 from __future__ import annotations
 
 import ast
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import fuxictr.pytorch.layers as fuxictr_layers
 from torch import nn
@@ -54,7 +54,7 @@ def encoder_problem(expression: object) -> Optional[str]:
         return "not a call of a layer class"
     name = _dotted(call.func)
     module = MODULES.get(name[:-1]) if name else None
-    layer = getattr(module, name[-1], None) if module else None
+    layer = getattr(module, name[-1], None) if module and name else None
     if not (isinstance(layer, type) and issubclass(layer, nn.Module)):
         return "not a class of torch.nn (nn.X) or of fuxictr's layers (layers.X)"
     if not all(_literal(a) for a in call.args) or not all(k.arg and _literal(k.value) for k in call.keywords):
@@ -73,7 +73,7 @@ def check_encoder(value: object, where: str, feature: str) -> None:
                                       f"allowed ({problem}); use a layer class with literal arguments, {EXAMPLES}")
 
 
-def check_feature_map(feature_map_json: Mapping[str, object], path: str) -> None:
+def check_feature_map(feature_map_json: Mapping[str, Any], path: str) -> None:
     """Check every feature's ``feature_encoder`` of a ``feature_map.json`` content read from ``path``."""
     for entry in feature_map_json.get("features") or []:
         for feature, spec in dict(entry).items():
@@ -81,7 +81,7 @@ def check_feature_map(feature_map_json: Mapping[str, object], path: str) -> None
                 check_encoder(spec.get("feature_encoder"), path, feature)
 
 
-def check_feature_specs(feature_specs: Optional[Sequence[Mapping[str, object]]], where: str) -> None:
+def check_feature_specs(feature_specs: Optional[Sequence[Mapping[str, Any]]], where: str) -> None:
     """Check an expid's ``feature_specs`` (FuxiCTR: a list of ``{name: str | [str], key: value}``); ``where``
     names the source, e.g. ``"expid DIN_kuaivideo: feature_specs"``."""
     for spec in feature_specs or []:

@@ -27,7 +27,7 @@ import shutil
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import h5py
 import numpy as np
@@ -44,6 +44,12 @@ ITEMS_FILE = "items.h5"
 FEATURE_MAP_FILE = "feature_map.json"
 INFO_FILE = "dataset_info.json"
 DATASET_FILES = frozenset([f"{s}.h5" for s in SPLITS] + [SEQUENCES_FILE, ITEMS_FILE, FEATURE_MAP_FILE, INFO_FILE])
+
+
+def _required(value: Optional[int], feature: str, key: str) -> int:
+    if value is None:
+        raise ValueError(f"feature spec '{feature}' needs {key}")
+    return value
 
 
 @dataclass
@@ -88,22 +94,22 @@ class FeatureSpec:
     source: str
     vocab_size: Optional[int] = None
     width: Optional[int] = None  # pretrain_dim for embeddings, max_len for sequences
-    extra: Dict[str, object] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
 
-    def to_fuxictr(self) -> Dict[str, object]:
-        spec: Dict[str, object] = {"source": self.source, "type": self.kind}
+    def to_fuxictr(self) -> Dict[str, Any]:
+        spec: Dict[str, Any] = {"source": self.source, "type": self.kind}
         if self.kind in ("categorical", "sequence"):
-            spec.update(vocab_size=int(self.vocab_size), padding_idx=0)
+            spec.update(vocab_size=int(_required(self.vocab_size, self.name, "vocab_size")), padding_idx=0)
         if self.kind == "embedding":
-            spec["pretrain_dim"] = int(self.width)
+            spec["pretrain_dim"] = int(_required(self.width, self.name, "width"))
         if self.kind == "sequence":
-            spec["max_len"] = int(self.width)
+            spec["max_len"] = int(_required(self.width, self.name, "width"))
         spec.update(self.extra)
         return spec
 
 
 def build_feature_map_json(dataset_id: str, label: str, sample_features: List[FeatureSpec],
-                           item_features: List[FeatureSpec]) -> Dict[str, object]:
+                           item_features: List[FeatureSpec]) -> Dict[str, Any]:
     """The FuxiCTR ``feature_map.json`` content: meta columns, sample features, item features."""
     features = [{name: {"type": "meta"}} for name in META_COLUMNS]
     features += [{f.name: f.to_fuxictr()} for f in sample_features + item_features]
@@ -115,7 +121,7 @@ def build_feature_map_json(dataset_id: str, label: str, sample_features: List[Fe
 
 def column_checksum(values: np.ndarray) -> str:
     """``crc32:<8 hex>`` of the array's bytes in C order (~2 GB/s; catches accidental changes, not tampering)."""
-    return f"crc32:{zlib.crc32(np.ascontiguousarray(values)):08x}"
+    return f"crc32:{zlib.crc32(np.ascontiguousarray(values).data):08x}"
 
 
 def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> Dict[str, str]:
@@ -129,7 +135,7 @@ def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> Dict[str, str]:
 _VERIFIED: set = set()  # (path, inode, size, mtime) of files whose checksums matched in this process
 
 
-def verify_checksums(data_dir: str, info: Mapping[str, object], file: str, columns: Mapping[str, np.ndarray]) -> None:
+def verify_checksums(data_dir: str, info: Mapping[str, Any], file: str, columns: Mapping[str, np.ndarray]) -> None:
     """Compare the columns read from ``data_dir/file`` with the checksums in ``dataset_info.json``.
 
     Once per process and file version (inode, size, mtime): a file unchanged since it matched is not summed
@@ -185,7 +191,7 @@ def _readable_h5(path: str) -> Iterator[None]:
                              "folder") from error
 
 
-def read_json(path: str) -> Dict[str, object]:
+def read_json(path: str) -> Dict[str, Any]:
     """A JSON object from ``path``; a corrupt file raises :class:`InputFileError` naming it."""
     with open(path, "rb") as fd:
         text = fd.read()
@@ -199,8 +205,8 @@ def read_json(path: str) -> Dict[str, object]:
 
 
 def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
-                  item_table: Mapping[str, np.ndarray], feature_map: Dict[str, object],
-                  info: Dict[str, object]) -> str:
+                  item_table: Mapping[str, np.ndarray], feature_map: Dict[str, Any],
+                  info: Dict[str, Any]) -> str:
     """Write a complete dataset folder atomically (temporary folder, then rename).
 
     Args:
@@ -227,7 +233,7 @@ def write_dataset(data_dir: str, splits: Mapping[str, Mapping[str, np.ndarray]],
 
 
 def _write_files(folder: str, splits: Mapping[str, Mapping[str, np.ndarray]], sequences: UserSequences,
-                 item_table: Mapping[str, np.ndarray], feature_map: Dict[str, object], info: Dict[str, object]) -> None:
+                 item_table: Mapping[str, np.ndarray], feature_map: Dict[str, Any], info: Dict[str, Any]) -> None:
     checksums = {f"{split}.h5": _write_h5(os.path.join(folder, f"{split}.h5"), columns)
                  for split, columns in splits.items()}
     checksums[SEQUENCES_FILE] = _write_h5(os.path.join(folder, SEQUENCES_FILE), sequence_columns(sequences))
@@ -298,7 +304,7 @@ def is_complete(data_dir: str) -> bool:
     return os.path.exists(os.path.join(data_dir, INFO_FILE))
 
 
-def read_info(data_dir: str) -> Dict[str, object]:
+def read_info(data_dir: str) -> Dict[str, Any]:
     return read_json(os.path.join(data_dir, INFO_FILE))
 
 

@@ -117,6 +117,7 @@ def validate_split(file: str, columns: Mapping[str, np.ndarray], label: str, seq
         if first_bad_row(positive & ~has_next) is not None:
             row = first_bad_row(positive & ~has_next)
             raise DataValidationError(file, "seq_len", row, "positive sample has no next behaviour to match")
+        assert offsets is not None, "the target-is-next check needs the sequence offsets"
         nxt = np.where(has_next, sequences_items[np.minimum(offsets[user] + seq_len, len(sequences_items) - 1)], -1)
         row = first_bad_row(positive & (nxt != columns["item_index"]))
         if row is not None:

@@ -76,7 +76,7 @@ class LengthTemperature(LAINOnly, LengthTabulated, nn.Module):
 
     def of(self, condition: BranchCondition) -> torch.Tensor:
         """tau (B,) of a branch condition: read from the table when the condition carries table rows."""
-        if condition.table_rows is not None:
+        if condition.table_rows is not None and self.table is not None:
             return self.table[condition.table_rows]
         return self(condition.length)
 

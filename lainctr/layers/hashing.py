@@ -10,7 +10,7 @@ checkpoint and evaluation is repeatable (LongCTR's ``reuse_hash: False`` redraws
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -43,8 +43,9 @@ class SimHash(nn.Module):
 
         Bit t is 1 iff the projection is > 0 (LongCTR's argmax over [-Rx, Rx], ties going to 0).
         """
-        projections = torch.matmul(x, self.planes.flatten(1)).view(*x.shape[:-1], self.num_hashes, self.hash_bits)
-        return ((projections > 0).long() * self.powers_of_two).sum(-1)
+        planes, powers = cast(torch.Tensor, self.planes), cast(torch.Tensor, self.powers_of_two)
+        projections = torch.matmul(x, planes.flatten(1)).view(*x.shape[:-1], self.num_hashes, self.hash_bits)
+        return ((projections > 0).long() * powers).sum(-1)
 
 
 class SimHashPooling(nn.Module):

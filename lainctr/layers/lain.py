@@ -8,7 +8,8 @@
 
 Everything LAIN derives from L (h_len, prompts, e_len, the temperatures) depends on the integer L alone. In
 inference the model therefore evaluates it once for every L up to max_len and reads a batch's rows from
-these tables (``SequenceCTRModel``, via :class:`~lainctr.layers.caching.LengthTabulated`); training computes it per batch, with gradients.
+these tables (``SequenceCTRModel``, via :class:`~lainctr.layers.caching.LengthTabulated`); training computes it
+per batch, with gradients.
 
 Spec: ``shared/docs/LAIN_SPEC.md`` (section 3; readings of the ambiguities in section 4).
 """
@@ -265,6 +266,8 @@ class LengthConditioner(LAINOnly, LengthTabulated, nn.Module):
 
     def lookup(self, rows: torch.Tensor) -> Dict[str, torch.Tensor]:
         """:meth:`length_terms` of the lengths ``rows`` (B,) long, read from the table."""
+        if self.table is None:
+            raise RuntimeError("no length table: call tabulate first")
         values = nn.functional.embedding(rows, self.table)
         return {name: values[:, start:start + shape.numel()].view(-1, *shape)
                 for name, start, shape in self.table_layout}
@@ -280,7 +283,7 @@ class LengthConditioner(LAINOnly, LengthTabulated, nn.Module):
         """
         length = self.sequence_length(mask, history_length)
         rows = length.long() if tabulated else None
-        terms = self.lookup(rows) if tabulated else self.length_terms(length)
+        terms = self.lookup(rows) if rows is not None else self.length_terms(length)
         embedding = terms.get("embedding")
         conditions: Dict[str, BranchCondition] = {}
         for branch in self.branches:

@@ -16,8 +16,10 @@ ranking), and prompt tokens are scored by the same scorer and appended *after* t
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import NamedTuple, Optional, Sequence
+import operator
+from typing import NamedTuple, Optional, Sequence, cast
 
 import torch
 from torch import nn
@@ -37,12 +39,12 @@ class TopKAttentionOutput(NamedTuple):
     Attributes:
         pooled: (B, d) interest vector.
         weights: (B, H, k + p) ESU softmax over the top-k behaviours, then the p prompts.
-        index: (B, H, k) selected history positions per head.
+        index: (B, H, k) selected history positions per head (``positions``).
         selected: (B, H, k) bool, False where fewer than k real behaviours exist.
     """
     pooled: torch.Tensor
     weights: torch.Tensor
-    index: torch.Tensor
+    index: torch.Tensor  # type: ignore[assignment]  # shadows tuple.index, kept for the callers
     selected: torch.Tensor
 
 
@@ -82,7 +84,7 @@ class CrossFeatureBias(nn.Module):
 
     def init_weights(self) -> None:
         for embedding in self.embeddings.values():
-            nn.init.normal_(embedding.weight, std=0.01)  # bias ~ 0: a fresh model starts near plain TWIN
+            nn.init.normal_(cast(nn.Embedding, embedding).weight, std=0.01)  # bias ~ 0: a fresh model starts near plain TWIN
         nn.init.normal_(self.compression, std=1.0 / math.sqrt(self.compression.shape[-1]))
         nn.init.ones_(self.beta)
 
@@ -111,14 +113,14 @@ class CrossFeatureBias(nn.Module):
         """
         device = self.beta.device
         values = self.feature_values(target_category, history_category, width, device)
-        bias = 0.0
+        terms = []
         for c, name in enumerate(self.features):
             # (vocab, H): the scalar beta_c * (x w_{h,c}) of every value of feature c
-            table = self.beta[c] * self.embeddings[name].weight @ self.compression[:, c].t()
+            table = self.beta[c] * cast(nn.Embedding, self.embeddings[name]).weight @ self.compression[:, c].t()
             # F.embedding, not table[values]: indexing's backward accumulates repeated rows in a
             # nondeterministic order on the CPU; embedding's backward is deterministic
-            bias = bias + F.embedding(values[name], table).permute(0, 2, 1)  # (B, H, T)
-        return bias
+            terms.append(F.embedding(values[name], table).permute(0, 2, 1))  # (B, H, T)
+        return functools.reduce(operator.add, terms)
 
 
 class ItemProjectionCache(NamedTuple):
@@ -161,6 +163,11 @@ class ConsistentTopKAttention(InferenceCache, LengthModulation):
     def drop_cache(self) -> None:
         self.item_cache = None
 
+    def cache(self) -> ItemProjectionCache:
+        if self.item_cache is None:
+            raise RuntimeError("item_rows given but no item cache: call build_item_cache first")
+        return self.item_cache
+
     # ----- scoring -----------------------------------------------------------------------------
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n, d_a) -> (B, H, n, h)."""
@@ -185,7 +192,7 @@ class ConsistentTopKAttention(InferenceCache, LengthModulation):
         e_len's key term W_he e is the same for every key of a row: its score ``key_shift_score`` (B, H, 1)
         (see :meth:`key_shift_score`) is added once per row.
         """
-        keys = self.W_h.linear(sequence) if item_rows is None else F.embedding(item_rows, self.item_cache.keys)
+        keys = self.W_h.linear(sequence) if item_rows is None else F.embedding(item_rows, self.cache().keys)
         scores = self.scores(query, keys, bias)
         return scores if key_shift_score is None else scores + key_shift_score
 
@@ -202,7 +209,8 @@ class ConsistentTopKAttention(InferenceCache, LengthModulation):
         if item_rows is not None:
             rows = torch.gather(item_rows.unsqueeze(1).expand(-1, self.num_heads, -1), 2, index)
             heads = torch.arange(self.num_heads, device=index.device).view(1, -1, 1)
-            return self.item_cache.values[rows, heads]
+            return self.cache().values[rows, heads]
+        assert sequence is not None, "without item_rows the sequence is needed"
         batch_size, width, dim = sequence.shape
         tokens = torch.gather(sequence.unsqueeze(1).expand(-1, self.num_heads, -1, -1), 2,
                               index.unsqueeze(-1).expand(-1, -1, -1, dim))    # B x H x k x d
@@ -212,7 +220,7 @@ class ConsistentTopKAttention(InferenceCache, LengthModulation):
     def all_values(self, sequence: Optional[torch.Tensor], item_rows: Optional[torch.Tensor]) -> torch.Tensor:
         """W_v k_j of every behaviour: (B, H, T, h)."""
         if item_rows is not None:
-            return self.item_cache.values[item_rows].transpose(1, 2)
+            return self.cache().values[item_rows].transpose(1, 2)
         return self._heads(self.W_v(sequence))
 
     def forward(self, target: torch.Tensor, sequence: Optional[torch.Tensor], mask: torch.Tensor,

@@ -21,7 +21,7 @@ only hand the model to one (FuxiCTR's way of driving a model).
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class ModelOutput(NamedTuple):
     branches: Dict[str, BranchOutput]
 
 
-class _AssembledAfterInit(type(nn.Module)):
+class _AssembledAfterInit(type):
     """Calls ``_assemble()`` once the outermost ``__init__`` of a model class has returned."""
 
     def __call__(cls, *args, **kwargs):
@@ -69,9 +69,10 @@ def fuxictr_initialisation(root: nn.Module, skip: Optional[nn.Module] = None) ->
 
     def default_init(module: nn.Module) -> None:
         if type(module) in (nn.Linear, nn.Conv1d):
-            nn.init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                module.bias.data.fill_(0)
+            layer = cast(nn.Linear, module)
+            nn.init.xavier_normal_(layer.weight)
+            if layer.bias is not None:
+                layer.bias.data.fill_(0)
 
     apply(root, default_init)
     apply(root, lambda m: m.init_weights() if hasattr(m, "init_weights") else None)
@@ -105,7 +106,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
                  task: str = "binary_classification", lain: Optional[LAINConfig] = None, **trainer_options):
         unknown = set(trainer_options) - set(TrainerOptions.keys())
         if unknown:
-            from .signature import model_keys   # noqa: PLC0415 (the signature module imports this one)
+            from .signature import model_keys  # noqa: PLC0415 (the signature module imports this one)
             raise TypeError(f"{type(self).__name__}: unknown argument(s) {sorted(unknown)}; valid: "
                             f"{sorted(set(model_keys(type(self))) | set(TrainerOptions.keys()))}")
         if task not in TASKS:
@@ -150,11 +151,15 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         self.add_branch("short", ShortTermBranch(self.token_dim, self.short_seq_len, attention_dim, num_heads,
                                                  dropout, lma=self.lma_settings("short")))
 
+    def named_branches(self) -> List[Tuple[str, InterestBranch]]:
+        """The branches in the order they were added (the order of the head input)."""
+        return [(name, cast(InterestBranch, branch)) for name, branch in self.branches.items()]
+
     def _assemble(self) -> None:
         if not self.branches:
             raise TypeError(f"{type(self).__name__} adds no branch (self.add_branch(name, branch) in __init__)")
         self._check_lma()
-        interest_dim = sum(branch.output_dim for branch in self.branches.values())
+        interest_dim = sum(branch.output_dim for _, branch in self.named_branches())
         self.dnn = MLP_Block(input_dim=self.context_dim + self.token_dim + interest_dim, output_dim=1,
                              output_activation=self.output_activation, **self._head_config)
         self.reset_parameters()
@@ -164,7 +169,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
 
     def _check_lma(self) -> None:
         """Every branch's length-modulated attentions carry exactly the model's settings for that branch."""
-        for name, branch in self.branches.items():
+        for name, branch in self.named_branches():
             expected = self.lma_settings(name) if branch.accepts_lma else NO_LMA
             attentions = [m for m in branch.modules() if isinstance(m, LengthModulation)]
             wrong = [type(m).__name__ for m in attentions if m.lma != expected]
@@ -178,7 +183,8 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         stream of its own (seeded from the global seed), so that the backbone's parameters are exactly those of
         the backbone built from the same seed: a paired comparison of X and X_LAIN then measures LAIN, not
         another random start. The other LAIN parameters (length shifts, temperatures) draw no random numbers."""
-        accepting = [name for name, branch in self.branches.items() if branch.accepts_lain]
+        assert self.lain_config is not None
+        accepting = [name for name, branch in self.named_branches() if branch.accepts_lain]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((torch.initial_seed() + LAIN_SEED_OFFSET) % 2 ** 63)
             conditioner = LengthConditioner(self.lain_config, self.token_dim, self.max_len, accepting)
@@ -235,7 +241,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
             return self.embedding_layer(rows, flatten_emb=True).view(-1, self.token_dim)
 
         with torch.no_grad():
-            for branch in self.branches.values():
+            for _, branch in self.named_branches():
                 branch.prepare_inference(item_tokens)
         self._mark_caches_built()
 
@@ -245,6 +251,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         The tables hold the length encoder's, the prompt generators' and the temperatures' outputs; with them
         an inference batch reads its rows with one gather instead of running those modules.
         """
+        assert self.length_conditioner is not None
         if self._cached_for is not None and self.length_conditioner.table_length() >= width:
             return
         lengths = torch.arange(max(width, self.max_len) + 1, device=self.device, dtype=torch.float)
@@ -259,8 +266,8 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         behaviours the branches read, see :meth:`InterestBranch.token_window`)."""
         mask = batch.mask > 0
         batch_size, width = mask.shape
-        windows = [branch.token_window() for branch in self.branches.values()]
-        keep = width if any(w is None for w in windows) else min(width, max(windows))
+        windows = [branch.token_window() for _, branch in self.named_branches()]
+        keep = width if None in windows else min(width, max(w for w in windows if w is not None))
         item_ids = {k: v.view(batch_size, width + 1, *v.shape[1:]) for k, v in batch.item_dict.items()}
         embedded = {k: item_ids[k][:, width - keep:].reshape(-1, *item_ids[k].shape[2:]) for k in self.item_features}
         tokens = self.embedding_layer(embedded, flatten_emb=True).view(batch_size, keep + 1, self.token_dim)
@@ -288,7 +295,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         context_emb, inputs = self.branch_inputs(batch, labels)
         conditions = self.length_conditions(inputs.mask, inputs.history_length)
         outputs = {}
-        for name, branch in self.branches.items():
+        for name, branch in self.named_branches():
             condition = conditions.get(name)
             if condition is not None and not branch.accepts_prompts:
                 condition = condition._replace(prompts=None)
@@ -301,18 +308,18 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
     def fit(self, data_generator, epochs: int = 1, validation_data=None, max_gradient_norm: float = 10.0, **kwargs):
         """Train with a :class:`~lainctr.trainer.Trainer` built from this model's training options (FuxiCTR's
         ``fit``: early stopping on ``validation_data``, best checkpoint reloaded); returns the trainer."""
-        from ..trainer import Trainer   # noqa: PLC0415 (the trainer imports the model contract)
+        from ..trainer import Trainer  # noqa: PLC0415 (the trainer imports the model contract)
         options = dict(vars(self.trainer_options), epochs=epochs, max_gradient_norm=max_gradient_norm, **kwargs)
         trainer = Trainer(self, TrainerOptions(**options))
         trainer.fit(data_generator, validation_data)
         return trainer
 
     def evaluate(self, data_generator, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
-        from ..trainer import Trainer   # noqa: PLC0415
+        from ..trainer import Trainer  # noqa: PLC0415
         return Trainer(self, self.trainer_options).evaluate(data_generator, metrics)
 
     def predict(self, data_generator) -> np.ndarray:
-        from ..trainer import Trainer   # noqa: PLC0415
+        from ..trainer import Trainer  # noqa: PLC0415
         return Trainer(self, self.trainer_options).predict_arrays(data_generator)["y_pred"].astype(np.float64)
 
     def count_parameters(self, count_embedding: bool = True) -> int:

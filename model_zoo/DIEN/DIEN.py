@@ -13,8 +13,14 @@ from torch import nn
 
 from lainctr.layers import LMASettings, prepend_prompts
 from lainctr.layers.lain import BranchCondition
-from lainctr.layers.recurrent import (AUGRU, STATE_ATTENTION_TYPES, NextBehaviourLoss, build_state_attention,
-                                      left_align, run_gru)
+from lainctr.layers.recurrent import (
+    AUGRU,
+    STATE_ATTENTION_TYPES,
+    NextBehaviourLoss,
+    build_state_attention,
+    left_align,
+    run_gru,
+)
 from lainctr.models import BranchInputs, BranchOutput, InterestBranch, SequenceCTRModel
 
 
