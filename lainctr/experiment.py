@@ -92,6 +92,30 @@ def _setup_logging(log_file: str, verbose: int) -> None:
                         format="%(asctime)s P%(process)d %(levelname)s %(message)s")
 
 
+def make_run_dir(parent: str) -> tuple:
+    """(run id, a new directory of its own under ``parent``): ``<UTC time>_<run id>``, created exclusively, so
+    runs of one expid and seed (at the same time, or re-tuned) never share a checkpoint, log or history."""
+    os.makedirs(parent, exist_ok=True)
+    while True:
+        run_id = uuid.uuid4().hex[:12]
+        run_dir = os.path.join(parent, f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}_{run_id}")
+        try:
+            os.mkdir(run_dir)
+            return run_id, run_dir
+        except FileExistsError:
+            continue
+
+
+def _zoo_path(path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(zoo_root(), path))
+
+
+def _write_json(path: str, content: object) -> None:
+    with open(path + ".tmp", "w") as fd:
+        json.dump(content, fd, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+
+
 def build_model(params: Dict[str, Any], feature_map: FeatureMap, model_id: Optional[str] = None):
     """(model, trainer options) of a merged expid ``params`` (``config.load_config``) on ``feature_map``."""
     model_class = registry.get_model(str(params["model"]))
@@ -116,16 +140,17 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     dataset_id = str(run["dataset_id"])
     dataset_cfg = config_lib.load_dataset_config(dataset_id, config_dir)
     seed = int(run.get("seed", 2026))
-    model_id = f"{expid}_{tag.replace(':', '_')}_seed{seed}" if tag else f"{expid}_seed{seed}"  # runs never share files
+    model_id = f"{expid}_{tag.replace(':', '_')}_seed{seed}" if tag else f"{expid}_seed{seed}"
     model_root = os.path.normpath(os.path.join(zoo_root(), str(trainer_keys.get("model_root", "checkpoints"))))
     options = TrainerOptions(**dict(trainer_keys, model_root=model_root, gpu=gpu))
-    results_path = results_file or run.get("results_file") or os.path.join(zoo_root(), "results", "results.csv")
-    if not os.path.isabs(results_path):
-        results_path = os.path.normpath(os.path.join(zoo_root(), results_path))
+    results_path = _zoo_path(results_file or run.get("results_file") or os.path.join("results", "results.csv"))
     read_table(results_path)   # a malformed results file fails now, not after the training
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))
-    _setup_logging(os.path.join(model_root, dataset_id, f"{model_id}.log"), options.verbose)
-    logging.info("Params: %s", json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, default=str))
+    run_id, run_dir = make_run_dir(os.path.join(model_root, dataset_id, model_id))
+    public_params = {k: v for k, v in params.items() if not k.startswith("_")}
+    _write_json(os.path.join(run_dir, "params.json"), public_params)
+    _setup_logging(os.path.join(run_dir, "train.log"), options.verbose)
+    logging.info("Run %s in %s. Params: %s", run_id, run_dir, json.dumps(public_params, default=str))
     seed_everything(seed)
     dataset = load_dataset(data_dir)
     feature_map = load_feature_map(dataset_id, data_dir, params)
@@ -142,22 +167,21 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     train = SequenceBatchLoader(dataset, "train", batch_size, max_len, shuffle=bool(run.get("shuffle", True)), seed=seed)
     valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len)
     test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len)
-    trainer = Trainer(model, options)
+    trainer = Trainer(model, options, checkpoint=os.path.join(run_dir, "best.model"))
     start = time.time()
     trainer.fit(train, valid)
     train_seconds = time.time() - start
     trainer.prepare_inference(dataset.item_table)
     buckets = list(run.get("length_buckets", [100, 200]))
-    history_file = os.path.join(model_root, dataset_id, f"{model_id}.history.json")
-    with open(history_file, "w") as fd:
-        json.dump(trainer.history, fd, indent=1)
+    history_file = os.path.join(run_dir, "history.json")
+    _write_json(history_file, trainer.history)
 
     row: Dict[str, Any] = {
-        "run_id": uuid.uuid4().hex[:12], "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+        "run_id": run_id, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"), "run_dir": run_dir,
         "expid": expid, "dataset_id": dataset_id, "model": run["model"],
         "backbone": str(run["model"]).replace("_LAIN", ""), "lain": str(run["model"]).endswith("_LAIN"),
         "seed": seed, "max_len": max_len, "tag": tag or "",
-        "params": json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, sort_keys=True, default=str),
+        "params": json.dumps(public_params, sort_keys=True, default=str),
         "versions": json.dumps(_versions(), sort_keys=True), "num_params": num_params,
         "num_params_non_embedding": num_dense, "num_params_lain": num_lain,
         "lain_extra_params_pct": round(100.0 * num_lain / max(num_dense - num_lain, 1), 3),

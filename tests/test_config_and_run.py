@@ -111,3 +111,54 @@ def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
         ablation = list(csv.DictReader(fd))[-1]
     assert ablation["tag"] == "ablation:wo_prompts" and "wo_prompts" in ablation["checkpoint"]
     assert ablation["checkpoint"] != rows[0]["checkpoint"] and os.path.exists(rows[0]["checkpoint"])
+
+
+def test_runs_of_one_expid_and_seed_keep_their_own_files(data_root, tmp_path):
+    """A re-tuned config under the same expid and seed: two runs, two run directories; each row's
+    checkpoint, log and best validation AUC are its own (they used to share <expid>_seed<N>.*)."""
+    results = str(tmp_path / "r.csv")
+    rows = [run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=results,
+                           overrides={"epochs": 1, "max_len": 20, "learning_rate": lr, "model_root": str(tmp_path),
+                                      "verbose": 1})
+            for lr in (0.01, 0.001)]
+    assert rows[0]["run_dir"] != rows[1]["run_dir"] and rows[0]["checkpoint"] != rows[1]["checkpoint"]
+    for row, lr in zip(rows, ("0.01", "0.001")):
+        assert os.path.dirname(row["checkpoint"]) == row["run_dir"] and os.path.exists(row["checkpoint"])
+        log = open(os.path.join(row["run_dir"], "train.log")).read()
+        assert f'"learning_rate": {lr}' in log
+        history = json.load(open(row["history_file"]))
+        assert history[-1]["valid_AUC"] == pytest.approx(row["valid_AUC"])   # its own best, reloaded
+
+
+def test_a_run_never_evaluates_a_checkpoint_it_did_not_write(data_root, tmp_path):
+    """epochs < 1 is refused; eval_steps beyond the run's steps writes no checkpoint: the run fails (and appends
+    no row) instead of evaluating another run's file."""
+    from lainctr.trainer import TrainingError
+    from lainctr.training_options import OptionError
+    results = tmp_path / "r.csv"
+    base = {"max_len": 20, "model_root": str(tmp_path), "verbose": 0}
+    run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=str(results),
+                   overrides=dict(base, epochs=1))
+    for epochs in (0, -1):
+        with pytest.raises(OptionError, match=f"epochs: {epochs} "):
+            run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=str(results),
+                           overrides=dict(base, epochs=epochs))
+    with pytest.raises(TrainingError, match="no checkpoint was written: eval_steps=100000"):
+        run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=str(results),
+                       overrides=dict(base, epochs=1, eval_steps=100000))
+    assert len(list(csv.DictReader(open(results)))) == 1
+
+
+@pytest.mark.parametrize("key,value,expected", [("learning_rate", "fast", "a number > 0"),
+                                                ("learning_rate", "1e-3", "YAML reads 1e-3 as a string"),
+                                                ("optimizer", "adamm", "one of"), ("early_stop_patience", 1.5, "integer")])
+def test_wrong_option_types_name_key_value_and_expectation(key, value, expected, data_root, tmp_path, capsys):
+    config_dir = write_configs(tmp_path, f"""
+        DIN_bad:
+          model: DIN
+          dataset_id: synthetic_tiny
+          {key}: {value!r}
+    """)
+    assert run_expid.main(["--expid", "DIN_bad", "--config", config_dir, "--data_root", str(data_root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {key}: {value!r}") and expected in err
