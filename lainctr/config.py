@@ -3,7 +3,8 @@
 Config files:
 
 * ``config/base_config.yaml`` — a ``Base`` block of defaults for every expid;
-* ``config/dataset_config.yaml`` (+ ``config/datasets_*.yaml``) — every dataset once;
+* ``config/dataset_config.yaml`` and ``config/datasets_*.yaml`` (e.g. your ``datasets_local.yaml``) — every
+  dataset once;
 * ``<model dir>/<Model>/config/*.yaml`` — each model's expids (model dirs: the zoo's ``model_zoo/`` and
   those in $LAINCTR_MODEL_DIRS).
 
@@ -72,12 +73,19 @@ def load_base(config_dir: Optional[str] = None) -> Dict[str, Any]:
 
 
 def dataset_configs(config_dir: Optional[str] = None) -> Dict[str, dict]:
-    """Every dataset block of ``config/dataset_config.yaml`` (and of ``<config_dir>/dataset_config.yaml``,
-    whose blocks win)."""
+    """Every dataset block of the zoo's ``config/dataset_config.yaml`` and ``config/datasets_*.yaml`` (your
+    own datasets, e.g. ``datasets_local.yaml``), then of the same files in ``config_dir``, whose blocks win.
+    A dataset defined twice within one folder is an error."""
     dirs = [os.path.join(zoo_root(), "config")] + ([config_dir] if config_dir else [])
     datasets: Dict[str, dict] = {}
     for d in dirs:
-        for path in glob.glob(os.path.join(d, "dataset_config.yaml")):
+        defined_here: Dict[str, str] = {}
+        paths = glob.glob(os.path.join(d, "dataset_config.yaml")) + sorted(glob.glob(os.path.join(d, "datasets_*.yaml")))
+        for path in paths:
+            for name in _read_yaml(path):
+                if name in defined_here:
+                    raise ConfigError(f"dataset '{name}' is defined in both {defined_here[name]} and {path}")
+                defined_here[name] = path
             for name, block in _read_yaml(path).items():
                 unknown = set(block) - DATASET_KEYS
                 if unknown:

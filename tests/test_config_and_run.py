@@ -162,3 +162,26 @@ def test_wrong_option_types_name_key_value_and_expectation(key, value, expected,
     assert run_expid.main(["--expid", "DIN_bad", "--config", config_dir, "--data_root", str(data_root)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {key}: {value!r}") and expected in err
+
+
+def test_dataset_registered_in_datasets_local_yaml_runs(tmp_path, monkeypatch):
+    """data_preprocess/README.md step 3: a dataset added in config/datasets_local.yaml (every
+    config/datasets_*.yaml is read) runs with an expid of the user's own (it used to be 'unknown dataset_id')."""
+    zoo = tmp_path / "zoo"
+    (zoo / "config").mkdir(parents=True)
+    for name in ("base_config.yaml", "dataset_config.yaml"):
+        (zoo / "config" / name).write_text(open(os.path.join(config.zoo_root(), "config", name)).read())
+    (zoo / "model_zoo").symlink_to(os.path.join(config.zoo_root(), "model_zoo"))
+    (zoo / "config" / "datasets_local.yaml").write_text(
+        "my_tiny: {builder: synthetic, builder_args: {preset: tiny, seed: 1}, length_buckets: [50]}\n")
+    monkeypatch.setenv("LAINCTR_ZOO_ROOT", str(zoo))
+    assert "my_tiny" in config.dataset_configs() and "synthetic" in config.dataset_configs()
+    expids = write_configs(tmp_path, """
+        DIN_my_tiny: {model: DIN, dataset_id: my_tiny, max_len: 20, epochs: 1, verbose: 0}
+    """)
+    row = run_experiment("DIN_my_tiny", config_dir=expids, data_root=str(tmp_path / "data"),
+                         results_file=str(tmp_path / "r.csv"), overrides={"model_root": str(tmp_path)})
+    assert row["dataset_id"] == "my_tiny" and "test_AUC@50-inf" in row
+    (zoo / "config" / "datasets_more.yaml").write_text("my_tiny:\n  data_dir: elsewhere\n")
+    with pytest.raises(config.ConfigError, match="'my_tiny' is defined in both"):
+        config.dataset_configs()
