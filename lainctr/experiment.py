@@ -24,6 +24,7 @@ from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
 from .data.loader import SequenceBatchLoader
+from .metrics import DEFAULT_LENGTH_BUCKETS
 from .models import lain_parameter_count, model_keys
 from .paths import data_root as resolve_data_root
 from .paths import zoo_root
@@ -172,7 +173,7 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     trainer.fit(train, valid)
     train_seconds = time.time() - start
     trainer.prepare_inference(dataset.item_table)
-    buckets = list(run.get("length_buckets", [100, 200]))
+    buckets = list(run.get("length_buckets", DEFAULT_LENGTH_BUCKETS))
     history_file = os.path.join(run_dir, "history.json")
     _write_json(history_file, trainer.history)
 

@@ -26,8 +26,9 @@ import pandas as pd
 from .analysis import aggregate
 from .analysis import reference as ref_lib
 from .errors import USER_ERRORS
+from .metrics import DEFAULT_METRICS
 
-METRICS = ("AUC", "gAUC", "logloss")
+METRICS = DEFAULT_METRICS
 METRIC_LABELS = {"gini": "attention Gini", "gini_bucket_var": "variance of bucket-mean Gini"}
 
 

@@ -11,6 +11,8 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 EPS = 1e-7  # probability clip of logloss, as FuxiCTR
+DEFAULT_METRICS = ("AUC", "gAUC", "logloss")   # what every run reports, overall and per length bucket
+DEFAULT_LENGTH_BUCKETS = (100, 200)            # buckets [0, 100), [100, 200), [200, inf) of the untruncated seq_len
 
 
 def grouped_auc(group: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Dict, Optional, Tuple, Union
 
+from .metrics import DEFAULT_METRICS
+from .metrics import METRICS as SUPPORTED_METRICS
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")   # torch.optim classes, by lower-case name
 LOSSES = ("binary_crossentropy", "bce", "binary_cross_entropy")
-METRICS = ("AUC", "gAUC", "logloss")
 
 
 class OptionError(ValueError):
@@ -54,7 +56,7 @@ class TrainerOptions:
     eval_steps: Optional[int] = None
     reduce_lr_on_plateau: bool = True
     save_best_only: bool = True
-    metrics: Tuple[str, ...] = field(default=METRICS)
+    metrics: Tuple[str, ...] = field(default=DEFAULT_METRICS)
     verbose: int = 1
     model_root: str = "./checkpoints"
     gpu: int = -1
@@ -79,9 +81,10 @@ class TrainerOptions:
         _expect("verbose", self.verbose, int, "0 or 1", lambda v: v >= 0)
         _expect("gpu", self.gpu, int, "-1 (CPU) or a CUDA device index", lambda v: v >= -1)
         monitored = [self.monitor] if isinstance(self.monitor, str) else list(self.monitor or [])
-        unknown = [m for m in list(self.metrics) + monitored if m not in METRICS]
+        unknown = [m for m in list(self.metrics) + monitored if m not in SUPPORTED_METRICS]
         if unknown or not monitored:
-            raise OptionError(f"metrics/monitor: unknown metric(s) {unknown or self.monitor!r}; supported: {list(METRICS)}")
+            raise OptionError(f"metrics/monitor: unknown metric(s) {unknown or self.monitor!r}; "
+                              f"supported: {list(SUPPORTED_METRICS)}")
 
     def monitor_weights(self) -> Dict[str, float]:
         """``{metric: weight}`` whose weighted sum is the monitored value (FuxiCTR's ``Monitor``)."""

@@ -33,12 +33,14 @@ import yaml
 from . import config as config_lib
 from .analysis import reference as ref_lib
 from .analysis.ablation import LABELS, ablation_overrides, ablation_table, infer_variant
+from .analysis.stats import mean_std
 from .errors import USER_ERRORS
+from .metrics import DEFAULT_METRICS
 from .paths import zoo_root
 
 TUNER_KEYS = {"base_expid", "tuner_space", "seeds", "monitor", "monitor_mode", "results_file", "out_dir",
               "config_dir"}
-REPORT_METRICS = ("AUC", "gAUC", "logloss")
+REPORT_METRICS = DEFAULT_METRICS
 Runner = Callable[..., Dict[str, Any]]
 
 __all__ = ["GridPoint", "ablation_overrides", "expand_grid", "load_tuner_config", "run_ablation", "run_grid",
@@ -73,15 +75,6 @@ def monitor_value(row: Mapping[str, Any], monitor: Union[str, Mapping[str, float
 def monitor_name(monitor: Union[str, Mapping[str, float]]) -> str:
     return monitor if isinstance(monitor, str) else " + ".join(
         (f"{w:g}*" if float(w) != 1 else "") + m for m, w in monitor.items())
-
-
-def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, std
 
 
 def _fmt(mean: float, std: float = math.nan, digits: int = 4, sign: bool = False) -> str:
@@ -205,12 +198,12 @@ def select_best(point_rows: Mapping[str, Sequence[Mapping[str, Any]]], monitor: 
     rows = []
     for name, runs in point_rows.items():
         values = [monitor_value(r, monitor, "valid") for r in runs]
-        mean, std = _mean_std(values)
+        mean, std = mean_std(values)
         out = {"point": name, "n": len(runs), "seeds": " ".join(str(r.get("seed", "")) for r in runs),
                "valid_monitor": mean, "valid_monitor_std": std}
         for split in ("valid", "test"):
             for metric in REPORT_METRICS:
-                out[f"{split}_{metric}"], out[f"{split}_{metric}_std"] = _mean_std(
+                out[f"{split}_{metric}"], out[f"{split}_{metric}_std"] = mean_std(
                     [_float(r.get(f"{split}_{metric}")) for r in runs])
         rows.append(out)
     table = pd.DataFrame(rows)

@@ -3,6 +3,14 @@ import torch
 
 from lainctr.data.loader import SequenceBatch
 
+# every LAIN component off: the variant must be its backbone exactly
+LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
+# the LAIN switches every variant's shape and padding tests run with (models add their own)
+LAIN_SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
+                 {"use_temperature": False}, {"lain_on_short_branch": False}, {"num_prompts": 2, "fourier_dim": 4},
+                 {"length_input": "log1p"}, {"length_source": "raw"}, {"length_embedding_dim": 0},
+                 {"shared_prompts": False}, {"learn_pivot": True}]
+
 
 def left_pad(batch: SequenceBatch, extra: int) -> SequenceBatch:
     """The same samples with ``extra`` more padding columns in front of every history."""

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -185,3 +186,12 @@ def test_dataset_registered_in_datasets_local_yaml_runs(tmp_path, monkeypatch):
     (zoo / "config" / "datasets_more.yaml").write_text("my_tiny:\n  data_dir: elsewhere\n")
     with pytest.raises(config.ConfigError, match="'my_tiny' is defined in both"):
         config.dataset_configs()
+
+
+def test_reading_configs_does_not_load_torch():
+    """The config layer (expids, datasets, option checks) is usable without torch and FuxiCTR."""
+    code = ("import sys; from lainctr import config; config.load_config('TWIN_LAIN_kuaivideo'); "
+            "config.dataset_configs(); print('torch' in sys.modules, 'fuxictr' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=config.zoo_root())
+    assert done.stdout.split() == ["False", "False"]

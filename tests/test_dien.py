@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 from model_checks import (
+    LAIN_OFF,
+    LAIN_SWITCHES,
     assert_gradients_repeat,
     assert_lain_off_is_backbone,
     assert_output_shape,
@@ -23,11 +25,7 @@ from lainctr.layers.lain import BranchCondition, LMASettings
 from lainctr.layers.recurrent import AUGRU, DotStateAttention, NextBehaviourLoss, left_align, run_gru
 from lainctr.models import lain_parameter_count
 
-LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
-SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
-            {"use_temperature": False}, {"lain_on_short_branch": False}, {"num_prompts": 2, "fourier_dim": 4},
-            {"length_input": "log1p"}, {"length_source": "raw"}, {"length_embedding_dim": 0},
-            {"shared_prompts": False}, {"learn_pivot": True}, {"attention_type": "bilinear_attention"},
+SWITCHES = LAIN_SWITCHES + [{"attention_type": "bilinear_attention"},
             {"attention_type": "dot_attention", "use_short_branch": False}]
 
 

@@ -2,6 +2,8 @@
 import pytest
 import torch
 from model_checks import (
+    LAIN_OFF,
+    LAIN_SWITCHES,
     assert_lain_off_is_backbone,
     assert_output_shape,
     assert_padding_invariant,
@@ -13,11 +15,7 @@ from model_checks import (
 
 from lainctr.models import lain_parameter_count
 
-LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
-SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
-            {"use_temperature": False}, {"lain_on_short_branch": False}, {"num_prompts": 2, "fourier_dim": 4},
-            {"length_input": "log1p"}, {"length_source": "raw"}, {"length_embedding_dim": 0},
-            {"shared_prompts": False}, {"learn_pivot": True}]
+SWITCHES = LAIN_SWITCHES
 
 
 @pytest.mark.parametrize("name,extra", [("DIN", {}), ("DIN", {"din_use_softmax": False, "use_short_branch": False}),

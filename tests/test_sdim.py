@@ -4,6 +4,8 @@ import functools
 import pytest
 import torch
 from model_checks import (
+    LAIN_OFF,
+    LAIN_SWITCHES,
     assert_finite_on_empty_histories,
     assert_lain_off_is_backbone,
     assert_output_shape,
@@ -21,11 +23,7 @@ from lainctr.data.loader import SequenceBatch, SequenceBatchLoader
 from lainctr.layers.hashing import SimHash, SimHashPooling
 from lainctr.registry import get_model
 
-LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
-SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
-            {"use_temperature": False}, {"lain_on_short_branch": False}, {"num_prompts": 2, "fourier_dim": 4},
-            {"length_input": "log1p"}, {"length_source": "raw"}, {"length_embedding_dim": 0},
-            {"shared_prompts": False}, {"learn_pivot": True}, {"l2_norm": False}, {"use_short_branch": False}]
+SWITCHES = LAIN_SWITCHES + [{"l2_norm": False}, {"use_short_branch": False}]
 
 
 

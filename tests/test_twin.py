@@ -4,6 +4,8 @@ import copy
 import pytest
 import torch
 from model_checks import (
+    LAIN_OFF,
+    LAIN_SWITCHES,
     assert_gradients_repeat,
     assert_lain_off_is_backbone,
     assert_output_shape,
@@ -20,11 +22,7 @@ from lainctr.layers.lain import NO_LMA, BranchCondition, LMASettings
 from lainctr.layers.twin_attention import ConsistentTopKAttention, CrossFeatureBias
 from lainctr.trainer import Trainer
 
-LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
-SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
-            {"use_temperature": False}, {"lain_on_short_branch": False}, {"num_prompts": 2, "fourier_dim": 4},
-            {"length_input": "log1p"}, {"length_source": "raw"}, {"length_embedding_dim": 0},
-            {"shared_prompts": False}, {"learn_pivot": True}, {"use_cross_bias": True, "num_heads": 2}]
+SWITCHES = LAIN_SWITCHES + [{"use_cross_bias": True, "num_heads": 2}]
 TOPK = dict(topk=8)   # tests run at max_len 60: a top-k well below most history lengths
 
 

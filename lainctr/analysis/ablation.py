@@ -11,8 +11,9 @@ import math
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import pandas as pd
+
+from .stats import mean_std
 
 SWITCHES = ("use_sle", "use_prompts", "use_qk_conditioning", "use_temperature", "lain_on_short_branch")
 CHANGES: "OrderedDict[str, Dict[str, bool]]" = OrderedDict([
@@ -59,13 +60,6 @@ def infer_variant(params: Union[str, Mapping[str, Any]]) -> str:
     return "custom(" + ",".join(s for s in SWITCHES if not switches[s]) + " off)"
 
 
-def _mean_std(values: Sequence[float]):
-    finite = np.asarray([v for v in values if not math.isnan(v)], np.float64)
-    if len(finite) == 0:
-        return math.nan, math.nan
-    return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
-
-
 def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("AUC", "logloss"), split: str = "test",
                    paper: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """The paper-style ablation table.
@@ -90,15 +84,15 @@ def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("AUC", "logloss
         out["paired"] = bool(common) and variant != "full"
         for metric in metrics:
             column = f"{split}_{metric}"
-            out[f"{metric}_mean"], out[f"{metric}_std"] = _mean_std(part[column].astype(float))
+            out[f"{metric}_mean"], out[f"{metric}_std"] = mean_std(part[column].astype(float))
             if variant == "full" or full.empty:
                 out[f"delta_{metric}"], out[f"delta_{metric}_std"] = (0.0 if variant == "full" else math.nan), math.nan
             elif common:
                 mine = part.groupby("seed")[column].mean()
                 base = full.groupby("seed")[column].mean()
-                out[f"delta_{metric}"], out[f"delta_{metric}_std"] = _mean_std([mine[s] - base[s] for s in common])
+                out[f"delta_{metric}"], out[f"delta_{metric}_std"] = mean_std([mine[s] - base[s] for s in common])
             else:
-                out[f"delta_{metric}"] = out[f"{metric}_mean"] - _mean_std(full[column].astype(float))[0]
+                out[f"delta_{metric}"] = out[f"{metric}_mean"] - mean_std(full[column].astype(float))[0]
                 out[f"delta_{metric}_std"] = math.nan
             if paper is not None:
                 value = paper[metric].get(variant, math.nan) if metric in paper else math.nan

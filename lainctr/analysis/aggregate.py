@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..results import read_table
 from .ablation import infer_variant
+from .stats import mean_std
 
 GROUP_KEYS = ["dataset_id", "expid", "model", "backbone", "lain", "variant", "max_len"]
 METRIC_COLUMN = re.compile(r"^(valid|test)_([A-Za-z_]+?)(?:@(\d+-(?:\d+|inf)))?$")
@@ -125,11 +126,6 @@ def metric_columns(runs: pd.DataFrame, split: Optional[str] = None) -> List[str]
                                         found.index(c)))
 
 
-def _std(values: pd.Series) -> float:
-    values = values.dropna()
-    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
-
-
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per group: the keys, ``n`` (seeds), ``seeds``, ``n_runs`` and ``{column}_mean`` /
     ``{column}_std`` (sample std, NaN for one seed) of every metric column."""
@@ -141,7 +137,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row.update(n=len(seeds) or len(part), seeds=" ".join(map(str, seeds)), n_runs=len(part))
         for column in columns:
             row[f"{column}_mean"] = float(part[column].mean()) if part[column].notna().any() else math.nan
-            row[f"{column}_std"] = _std(part[column])
+            row[f"{column}_std"] = mean_std(part[column])[1]
         rows.append(row)
     return pd.DataFrame(rows, columns=GROUP_KEYS + ["n", "seeds", "n_runs"] +
                         [f"{c}_{s}" for c in columns for s in ("mean", "std")])
@@ -213,7 +209,7 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
                 base_by_seed = base_runs.groupby("seed")[column].mean()
                 per_seed = pd.Series([relative_gain(lain_by_seed[s], base_by_seed[s]) for s in common]).dropna()
                 out.update(gain_pct=float(per_seed.mean()) if len(per_seed) else math.nan,
-                           gain_pct_std=_std(per_seed), n=len(per_seed), paired=True)
+                           gain_pct_std=mean_std(per_seed)[1], n=len(per_seed), paired=True)
             else:
                 out.update(gain_pct=relative_gain(out["lain_mean"], out["base_mean"]), gain_pct_std=math.nan,
                            n=int(min(lain_row["n"], base_row["n"])), paired=False)
