@@ -20,6 +20,7 @@ from fuxictr.pytorch.torch_utils import seed_everything
 
 from . import __version__, registry
 from . import config as config_lib
+from .analysis.summary import run_summary
 from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
@@ -192,6 +193,6 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     row.update(trainer.evaluation_columns(valid, "valid", buckets))
     row.update(trainer.evaluation_columns(test, "test", buckets))
     append_result(results_path, row)
-    summary = " - ".join(f"{k}: {row[k]:.6f}" for k in row if k.startswith("test_") and "@" not in k)
-    logging.warning("[%s] test %s (results appended to %s)", expid, summary, results_path)
+    logging.info("%s\n(results appended to %s)", run_summary(row, buckets, read_table(results_path).rows[:-1]),
+                 results_path)
     return row

@@ -195,3 +195,19 @@ def test_reading_configs_does_not_load_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=config.zoo_root())
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_end_of_run_table_and_readable_non_tty_log(data_root, tmp_path):
+    """The run ends with a table of every split and bucket at INFO (next to the backbone's latest row for a
+    LAIN expid), and a non-interactive log holds no progress-bar frames: a bounded number of lines per epoch."""
+    results = str(tmp_path / "r.csv")
+    common = {"epochs": 2, "max_len": 20, "model_root": str(tmp_path), "verbose": 1}
+    run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=results, overrides=common)
+    row = run_experiment("DIN_LAIN_synthetic_tiny", data_root=str(data_root), results_file=results, overrides=common)
+    log = open(os.path.join(row["run_dir"], "train.log")).read()
+    assert "\r" not in log and "it/s" not in log and len(log.splitlines()) < 20 * common["epochs"] + 20
+    table = log[log.index("backbone: DIN_synthetic_tiny"):]
+    for split in ("valid", "test"):
+        for bucket in ("all", "0-100", "100-200", "200-inf"):
+            assert any(line.split()[:2] == [split, bucket] for line in table.splitlines())
+    assert "base AUC" in table and f"{row['test_AUC']:.4f}" in table
