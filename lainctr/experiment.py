@@ -25,6 +25,7 @@ from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
 from .data.loader import SequenceBatchLoader
+from .distributed import init_from_environment
 from .metrics import DEFAULT_LENGTH_BUCKETS
 from .models import lain_parameter_count, model_keys
 from .paths import data_root as resolve_data_root
@@ -147,12 +148,16 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     options = TrainerOptions(**dict(trainer_keys, model_root=model_root, gpu=gpu))
     results_path = _zoo_path(results_file or run.get("results_file") or os.path.join("results", "results.csv"))
     read_table(results_path)   # a malformed results file fails now, not after the training
+    group = init_from_environment(gpu)
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))
-    run_id, run_dir = make_run_dir(os.path.join(model_root, dataset_id, model_id))
     public_params = {k: v for k, v in params.items() if not k.startswith("_")}
-    _write_json(os.path.join(run_dir, "params.json"), public_params)
-    _setup_logging(os.path.join(run_dir, "train.log"), options.verbose)
-    logging.info("Run %s in %s. Params: %s", run_id, run_dir, json.dumps(public_params, default=str))
+    run_id, run_dir = group.broadcast(make_run_dir(os.path.join(model_root, dataset_id, model_id))
+                                      if group.is_writer else None)
+    if group.is_writer:
+        _write_json(os.path.join(run_dir, "params.json"), public_params)
+        _setup_logging(os.path.join(run_dir, "train.log"), options.verbose)
+    logging.info("Run %s in %s (%d process%s). Params: %s", run_id, run_dir, group.world_size,
+                 "es" if group.distributed else "", json.dumps(public_params, default=str))
     seed_everything(seed)
     dataset = load_dataset(data_dir)
     feature_map = load_feature_map(dataset_id, data_dir, params)
@@ -166,17 +171,21 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     max_len = int(run["max_len"])
     batch_size = int(run.get("batch_size", 256))
     eval_batch_size = int(run.get("eval_batch_size", batch_size))
-    train = SequenceBatchLoader(dataset, "train", batch_size, max_len, shuffle=bool(run.get("shuffle", True)), seed=seed)
-    valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len)
-    test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len)
-    trainer = Trainer(model, options, checkpoint=os.path.join(run_dir, "best.model"))
+    train = SequenceBatchLoader(dataset, "train", batch_size, max_len, shuffle=bool(run.get("shuffle", True)),
+                                seed=seed, group=group)
+    valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len, group=group)
+    test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len, group=group)
+    trainer = Trainer(model, options, checkpoint=os.path.join(run_dir, "best.model"), group=group)
+    if group.distributed:   # same initial weights (broadcast), but every rank its own dropout and sampling draws
+        torch.manual_seed(seed + group.rank)
     start = time.time()
     trainer.fit(train, valid)
     train_seconds = time.time() - start
     trainer.prepare_inference(dataset.item_table)
     buckets = list(run.get("length_buckets", DEFAULT_LENGTH_BUCKETS))
     history_file = os.path.join(run_dir, "history.json")
-    _write_json(history_file, trainer.history)
+    if group.is_writer:
+        _write_json(history_file, trainer.history)
 
     row: Dict[str, Any] = {
         "run_id": run_id, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"), "run_dir": run_dir,
@@ -192,6 +201,8 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     }
     row.update(trainer.evaluation_columns(valid, "valid", buckets))
     row.update(trainer.evaluation_columns(test, "test", buckets))
+    if not group.is_writer:
+        return row
     append_result(results_path, row)
     logging.info("%s\n(results appended to %s)", run_summary(row, buckets, read_table(results_path).rows[:-1]),
                  results_path)

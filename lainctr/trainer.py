@@ -9,6 +9,12 @@ evaluation overall and per length bucket with the attention Gini, in one pass.
 
 A run evaluates the weights it trained: if a fit writes no checkpoint (``eval_steps`` beyond the run's
 steps), it fails instead of loading a file it did not write.
+
+With a :class:`~lainctr.distributed.ProcessGroup` of several ranks (torchrun) the model trains under
+``DistributedDataParallel``: each rank steps on its shard of every global batch, its loss weighted by its share
+of the batch (so the averaged gradient is the global batch's mean, also when the shards differ by a row),
+evaluation gathers every rank's predictions before the metrics (every rank takes the same early-stopping and
+learning-rate decisions), and only rank 0 writes the checkpoint.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from . import metrics as metric_lib
 from .analysis import extra_evaluation_columns
 from .analysis.gini import gini
 from .data.loader import SequenceBatch
+from .distributed import SINGLE_PROCESS, ProcessGroup
 from .models.base import SequenceCTRModel
 from .training_options import TrainerOptions
 
@@ -88,12 +95,18 @@ class Trainer:
         model: the model (moved to ``options.gpu``'s device here).
         options: the training options.
         checkpoint: file of the best weights (default ``<model_root>/<dataset_id>/<model_id>.model``).
+        group: this process's rank and the number of ranks (default: one process).
     """
 
-    def __init__(self, model: SequenceCTRModel, options: TrainerOptions, checkpoint: Optional[str] = None):
-        self.model, self.options = model, options
+    def __init__(self, model: SequenceCTRModel, options: TrainerOptions, checkpoint: Optional[str] = None,
+                 group: ProcessGroup = SINGLE_PROCESS):
+        self.model, self.options, self.group = model, options, group
         self.device = device_of(options.gpu)
         model.to(self.device)
+        self.train_module: nn.Module = model
+        if group.distributed:   # parameters and buffers broadcast from rank 0; gradients averaged
+            self.train_module = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = build_optimizer(options.optimizer, model.parameters(), options.learning_rate)
         # fused kernels update parameters in place without bumping their versions: drop the caches explicitly
         self.optimizer.register_step_post_hook(lambda *_: model.invalidate_inference_caches())
@@ -133,8 +146,10 @@ class Trainer:
         accumulation = self.options.accumulation_steps
         batch = batch.to(self.device)
         labels = self.labels(batch)
-        out = self.model(batch, labels)
+        out = self.train_module(batch, labels)
         loss = self.loss(out.y_pred, out.auxiliary_loss, labels) / accumulation
+        if batch.global_rows:   # this rank's share of the global batch; DDP averages over the ranks
+            loss = loss * (len(labels) * self.group.world_size / batch.global_rows)
         loss.backward()
         if (batch_index + 1) % accumulation == 0 or batch_index + 1 == steps_per_epoch:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.options.max_gradient_norm)
@@ -223,7 +238,13 @@ class Trainer:
 
     # ----- checkpoints -------------------------------------------------------------------------
     def save_weights(self) -> None:
-        """The model's state dict, written to a temporary file and renamed: never half-written."""
+        """The model's state dict, written (by rank 0) to a temporary file and renamed: never half-written."""
+        if self.group.is_writer:
+            self._write_checkpoint()
+        self.group.barrier()
+        self._saved = True
+
+    def _write_checkpoint(self) -> None:
         directory = os.path.dirname(self.checkpoint)
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(self.checkpoint)}.", suffix=".tmp")
@@ -234,7 +255,6 @@ class Trainer:
         except BaseException:
             os.unlink(tmp)
             raise
-        self._saved = True
 
     def load_weights(self, checkpoint: Optional[str] = None) -> None:
         state = torch.load(checkpoint or self.checkpoint, map_location="cpu", weights_only=True)
@@ -268,9 +288,9 @@ class Trainer:
                 if branch is not None and branch.attention is not None:
                     out["gini"].append(gini(branch.attention.detach().float().cpu(), branch.support.cpu()))
         arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items() if k != "gini"}
-        if out["gini"] and len(out["gini"]) == len(out["y_pred"]):
+        if self.group.all_true(bool(out["gini"]) and len(out["gini"]) == len(out["y_pred"])):
             arrays["gini"] = np.concatenate(out["gini"])
-        return arrays
+        return self.group.gather_arrays(arrays)
 
     def evaluate(self, loader, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
         """The metrics (default: ``options.metrics``) of the model on ``loader``."""

@@ -12,6 +12,7 @@ from typing import Dict, Iterator, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
+from ..distributed import SINGLE_PROCESS, ProcessGroup
 from .dataset import SequenceDataset
 
 
@@ -25,12 +26,15 @@ class SequenceBatch(NamedTuple):
         mask: (B, T) float, 1 = real behaviour; pre-padded, most recent behaviour at column T-1.
         history_length: (B,) int64, the untruncated number of prior behaviours (``seq_len``).
         item_index: (B, T+1) int64 item rows of the history (0 = padding) and the target.
+        global_rows: with data parallelism, the size of the global batch this batch is one rank's shard of
+            (0: not sharded).
     """
     batch_dict: Dict[str, torch.Tensor]
     item_dict: Dict[str, torch.Tensor]
     mask: torch.Tensor
     history_length: torch.Tensor
     item_index: torch.Tensor
+    global_rows: int = 0
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceBatch":
         """The batch on ``device`` (itself when it is there already)."""
@@ -39,7 +43,7 @@ class SequenceBatch(NamedTuple):
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return SequenceBatch({k: move(v) for k, v in self.batch_dict.items()},
                              {k: move(v) for k, v in self.item_dict.items()},
-                             move(self.mask), move(self.history_length), move(self.item_index))
+                             move(self.mask), move(self.history_length), move(self.item_index), self.global_rows)
 
 
 def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: np.ndarray,
@@ -76,10 +80,17 @@ class SequenceBatchLoader:
         shuffle: reshuffle every epoch from ``seed + epoch`` (reproducible).
         seed: base seed of the shuffling.
         columns: sample columns to put into ``batch_dict`` (default: all columns of the split).
+        group: with data parallelism, this rank's place: every batch of the epoch (the global batch, of
+            ``batch_size`` rows, cut from the seeded permutation every rank draws alike) is split into
+            ``world_size`` contiguous shards and the rank reads its own, so the union of the ranks' batches is
+            the single-process epoch. A trailing batch smaller than 2 rows per rank joins the batch before it.
     """
 
     def __init__(self, dataset: SequenceDataset, split: str, batch_size: int, max_len: int,
-                 shuffle: bool = False, seed: int = 0, columns: Optional[Sequence[str]] = None):
+                 shuffle: bool = False, seed: int = 0, columns: Optional[Sequence[str]] = None,
+                 group: ProcessGroup = SINGLE_PROCESS):
+        if batch_size < 2 * group.world_size and group.distributed:
+            raise ValueError(f"batch_size {batch_size} gives fewer than 2 rows to each of {group.world_size} ranks")
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         if batch_size < 1:
@@ -90,6 +101,7 @@ class SequenceBatchLoader:
         self.max_len = max_len
         self.shuffle = shuffle
         self.seed = seed
+        self.group = group
         self.epoch = 0
         split_columns = dataset.splits[split]
         names = list(split_columns) if columns is None else list(columns)
@@ -100,10 +112,10 @@ class SequenceBatchLoader:
         self.num_samples = len(self.user_index)
 
     def batch_starts(self) -> np.ndarray:
-        """Start offsets of the batches. A trailing batch of one sample is merged into the one before it:
-        BatchNorm (and Dice) cannot train on a single row, and ``n % batch_size == 1`` happens on real data."""
+        """Start offsets of the batches. A trailing batch of one sample (per rank) is merged into the one before
+        it: BatchNorm (and Dice) cannot train on a single row, and ``n % batch_size == 1`` happens on real data."""
         starts = np.arange(0, self.num_samples, self.batch_size)
-        if len(starts) > 1 and self.num_samples - starts[-1] == 1:
+        if len(starts) > 1 and self.num_samples - starts[-1] < 2 * self.group.world_size:
             starts = starts[:-1]
         return starts
 
@@ -135,4 +147,7 @@ class SequenceBatchLoader:
         order = self._order()
         starts = self.batch_starts()
         for start, end in zip(starts, np.append(starts[1:], self.num_samples)):
-            yield self.make_batch(order[start:end])
+            if self.group.distributed:
+                yield self.make_batch(self.group.shard(order[start:end]))._replace(global_rows=int(end - start))
+            else:
+                yield self.make_batch(order[start:end])
