@@ -17,7 +17,7 @@ from lainctr.config import ConfigError
 from lainctr.errors import USER_ERRORS
 from lainctr.experiment import DatasetMissingError, run_experiment
 from lainctr.paths import MODEL_DIRS_ENV
-from lainctr.trainer import TrainingError
+from lainctr.trainer import Preempted, TrainingError
 from lainctr.training_options import OptionError
 
 
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
     parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT or ./data)")
     parser.add_argument("--results", default=None, help="results CSV to append to")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run (SIGTERM, crash) from its run directory's last.ckpt")
     parser.add_argument("--model_dir", action="append", default=[],
                         help="a folder of your own model folders (<Model>/<Model>.py, <Model>/config/*.yaml), "
                              "searched after the zoo's; repeatable; also $LAINCTR_MODEL_DIRS")
@@ -43,7 +45,10 @@ def main(argv=None) -> int:
     try:
         run_experiment(args.expid, config_dir=args.config, gpu=args.gpu, data_root=args.data_root,
                        overrides=overrides, results_file=args.results,
-                       tag=f"ablation:{args.ablation}" if args.ablation else None)
+                       tag=f"ablation:{args.ablation}" if args.ablation else None, resume=args.resume)
+    except Preempted as stopped:
+        print(f"{stopped}; continue with --resume {os.path.dirname(str(stopped).rsplit(' ', 1)[-1])}", file=sys.stderr)
+        return 143
     except (ConfigError, DatasetMissingError, OptionError, TrainingError) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

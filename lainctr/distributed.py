@@ -56,6 +56,14 @@ class ProcessGroup:
         dist.all_gather_object(gathered, arrays)
         return {key: np.concatenate([part[key] for part in gathered]) for key in arrays}
 
+    def gather_objects(self, value) -> list:
+        """[rank 0's value, rank 1's, ...] on every rank."""
+        if not self.distributed:
+            return [value]
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
     def all_true(self, flag: bool) -> bool:
         """Whether ``flag`` holds on every rank (e.g. that each of them wrote its part)."""
         if not self.distributed:

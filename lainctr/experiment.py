@@ -33,6 +33,7 @@ from .paths import zoo_root
 from .results import append_result, read_table
 from .trainer import Trainer
 from .training_options import TrainerOptions
+from .training_state import RESUME_FILE
 
 BUILDERS = {"synthetic": synthetic.build}
 
@@ -88,9 +89,10 @@ def _versions() -> Dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
-def _setup_logging(log_file: str, verbose: int) -> None:
+def _setup_logging(log_file: str, verbose: int, append: bool = False) -> None:
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
-    handlers: List[logging.Handler] = [logging.FileHandler(log_file, mode="w"), logging.StreamHandler(sys.stdout)]
+    handlers: List[logging.Handler] = [logging.FileHandler(log_file, mode="a" if append else "w"),
+                                       logging.StreamHandler(sys.stdout)]
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=handlers, force=True,
                         format="%(asctime)s P%(process)d %(levelname)s %(message)s")
 
@@ -107,6 +109,23 @@ def make_run_dir(parent: str) -> tuple:
             return run_id, run_dir
         except FileExistsError:
             continue
+
+
+def resumable_run(run_dir: str, params: Dict[str, Any]) -> tuple:
+    """(run id, run directory) of an interrupted run to continue: it must hold a resume point and have been
+    started with exactly ``params``."""
+    resume_point, params_file = os.path.join(run_dir, RESUME_FILE), os.path.join(run_dir, "params.json")
+    if not os.path.exists(resume_point) or not os.path.exists(params_file):
+        raise config_lib.ConfigError(f"--resume {run_dir}: no {RESUME_FILE} there (the run finished, never "
+                                     f"validated, or this is not a run directory)")
+    with open(params_file) as fd:
+        started = json.load(fd)
+    current = json.loads(json.dumps(params, default=str))
+    differing = sorted(k for k in set(started) | set(current) if started.get(k) != current.get(k))
+    if differing:
+        raise config_lib.ConfigError(f"--resume {run_dir}: the run was started with other values of {differing}; "
+                                     f"resume it with the same expid and options")
+    return os.path.basename(os.path.normpath(run_dir)).rsplit("_", 1)[-1], os.path.abspath(run_dir)
 
 
 def _zoo_path(path: str) -> str:
@@ -129,11 +148,12 @@ def build_model(params: Dict[str, Any], feature_map: FeatureMap, model_id: Optio
 
 def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, data_root: Optional[str] = None,
                    overrides: Optional[Dict[str, Any]] = None, results_file: Optional[str] = None,
-                   tag: Optional[str] = None) -> Dict[str, Any]:
+                   tag: Optional[str] = None, resume: Optional[str] = None) -> Dict[str, Any]:
     """Train and evaluate ``expid``; returns (and appends to the results file) the results row.
 
     ``tag`` (e.g. ``ablation:wo_sle``) goes to the row's ``tag`` column; the leaderboard keeps tagged runs
-    apart from the plain expid.
+    apart from the plain expid. ``resume``: the run directory of an interrupted run of the same expid and
+    parameters, continued from its resume point (``last.ckpt``).
     """
     params = config_lib.load_config(expid, config_dir)
     params.update(overrides or {})
@@ -151,11 +171,15 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     group = init_from_environment(gpu)
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))
     public_params = {k: v for k, v in params.items() if not k.startswith("_")}
-    run_id, run_dir = group.broadcast(make_run_dir(os.path.join(model_root, dataset_id, model_id))
-                                      if group.is_writer else None)
+    if resume:
+        run_id, run_dir = resumable_run(resume, public_params)
+    else:
+        run_id, run_dir = group.broadcast(make_run_dir(os.path.join(model_root, dataset_id, model_id))
+                                          if group.is_writer else None)
     if group.is_writer:
-        _write_json(os.path.join(run_dir, "params.json"), public_params)
-        _setup_logging(os.path.join(run_dir, "train.log"), options.verbose)
+        if not resume:
+            _write_json(os.path.join(run_dir, "params.json"), public_params)
+        _setup_logging(os.path.join(run_dir, "train.log"), options.verbose, append=bool(resume))
     logging.info("Run %s in %s (%d process%s). Params: %s", run_id, run_dir, group.world_size,
                  "es" if group.distributed else "", json.dumps(public_params, default=str))
     seed_everything(seed)
@@ -179,7 +203,7 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     if group.distributed:   # same initial weights (broadcast), but every rank its own dropout and sampling draws
         torch.manual_seed(seed + group.rank)
     start = time.time()
-    trainer.fit(train, valid)
+    trainer.fit(train, valid, resume_from=os.path.join(run_dir, RESUME_FILE) if resume else None)
     train_seconds = time.time() - start
     trainer.prepare_inference(dataset.item_table)
     buckets = list(run.get("length_buckets", DEFAULT_LENGTH_BUCKETS))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -38,6 +37,7 @@ from .data.loader import SequenceBatch
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from .models.base import SequenceCTRModel
 from .training_options import TrainerOptions
+from .training_state import RESUME_FILE, atomic_torch_save, preemption_guard, restore_rng_states, rng_states
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
@@ -47,6 +47,10 @@ LR_DECAY_FACTOR, MIN_LR, MIN_DELTA = 0.1, 1e-6, 1e-6   # FuxiCTR's lr_decay and 
 
 class TrainingError(RuntimeError):
     """A run cannot produce weights of its own to evaluate (the message says why)."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM stopped the fit after a resume point was saved; ``--resume`` continues it."""
 
 
 def device_of(gpu: int) -> torch.device:
@@ -160,32 +164,45 @@ class Trainer:
         self._loss_count += 1
         return value
 
-    def fit(self, train_loader, valid_loader) -> None:
-        """Train for ``options.epochs`` with early stopping on ``valid_loader``; reload the best checkpoint."""
+    def fit(self, train_loader, valid_loader, resume_from: Optional[str] = None) -> None:
+        """Train for ``options.epochs`` with early stopping on ``valid_loader``; reload the best checkpoint.
+
+        ``resume_from``: a resume point (:meth:`save_resume_point`) of an interrupted fit with the same loaders:
+        training continues from its batch and reaches what the uninterrupted fit would have.
+        """
         self._best = np.inf if self.options.monitor_mode == "min" else -np.inf
         self._stopping_steps, self._stop, self._saved = 0, False, False
         steps_per_epoch = len(train_loader)
         self._eval_steps = self.options.eval_steps or steps_per_epoch
-        self.total_steps = 0
+        self.total_steps, self._next_batch = 0, 0
         self.optimizer.zero_grad()
-        logging.info("Start training: %d batches/epoch", steps_per_epoch)
-        for epoch in range(self.options.epochs):
-            self.epoch_index = epoch
-            self.train_epoch(train_loader, valid_loader, steps_per_epoch)
-            logging.info("************ Epoch=%d end ************", epoch + 1)
-            if self._stop:
-                break
+        if resume_from is not None:
+            self.restore(resume_from)
+            train_loader.epoch = self.epoch_index if train_loader.shuffle else 0
+        logging.info("Start training: %d batches/epoch%s", steps_per_epoch,
+                     f", resumed at epoch {self.epoch_index + 1} batch {self._next_batch}" if resume_from else "")
+        with preemption_guard() as preempted:
+            self._preempted = preempted
+            for epoch in range(self.epoch_index if resume_from else 0, self.options.epochs):
+                self.epoch_index = epoch
+                self.train_epoch(train_loader, valid_loader, steps_per_epoch)
+                logging.info("************ Epoch=%d end ************", epoch + 1)
+                if self._stop:
+                    break
         if not self._saved:
             raise TrainingError(f"no checkpoint was written: eval_steps={self._eval_steps} exceeds the run's "
                                 f"{self.total_steps} training steps, so it never validated; lower eval_steps")
         logging.info("Training finished. Load best model: %s", self.checkpoint)
         self.load_weights()
+        if self.group.is_writer and os.path.exists(self.resume_path):   # finished: nothing left to resume
+            os.unlink(self.resume_path)
 
     def train_epoch(self, train_loader, valid_loader, steps_per_epoch: int) -> None:
         self.model.train()
         start, samples, train_loss = time.time(), 0, 0.0
-        batches = progress(train_loader, self.options.verbose, f"epoch {self.epoch_index + 1}")
-        for batch_index, batch in enumerate(batches):
+        first, self._next_batch = self._next_batch, 0
+        batches = progress(train_loader.batches_from(first), self.options.verbose, f"epoch {self.epoch_index + 1}")
+        for batch_index, batch in enumerate(batches, start=first):
             self.total_steps += 1
             samples += batch.mask.shape[0]
             train_loss += self.train_step(batch, batch_index, steps_per_epoch)
@@ -194,6 +211,11 @@ class Trainer:
                              samples / max(time.time() - start, 1e-9))
                 train_loss = 0.0
                 self.validate(valid_loader)
+                self.save_resume_point(batch_index + 1, steps_per_epoch)
+            if self._preempted():
+                self.save_resume_point(batch_index + 1, steps_per_epoch)
+                raise Preempted(f"stopped by SIGTERM at epoch {self.epoch_index + 1} batch {batch_index + 1}; "
+                                f"resume point {self.resume_path}")
             if self._stop:
                 break
 
@@ -236,6 +258,42 @@ class Trainer:
             group["lr"] = max(group["lr"] * LR_DECAY_FACTOR, MIN_LR)
         return self.optimizer.param_groups[0]["lr"]
 
+    # ----- resume points -----------------------------------------------------------------------
+    @property
+    def resume_path(self) -> str:
+        """``last.ckpt`` next to the best checkpoint: everything an interrupted fit needs to continue."""
+        return os.path.join(os.path.dirname(self.checkpoint), RESUME_FILE)
+
+    def save_resume_point(self, next_batch: int, steps_per_epoch: int) -> None:
+        """Model, optimizer (with the decayed learning rate), counters, history and every rank's RNG states,
+        positioned before batch ``next_batch`` of this epoch; written atomically by rank 0."""
+        epoch, next_batch = (self.epoch_index + 1, 0) if next_batch >= steps_per_epoch else (self.epoch_index, next_batch)
+        rng = self.group.gather_objects(rng_states())
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
+                 "counters": {"epoch_index": epoch, "next_batch": next_batch, "total_steps": self.total_steps,
+                              "best": self._best, "stopping_steps": self._stopping_steps, "stop": self._stop,
+                              "saved": self._saved, "loss_sum": self._loss_sum, "loss_count": self._loss_count},
+                 "history": self.history}
+        if self.group.is_writer:
+            atomic_torch_save(state, self.resume_path)
+        self.group.barrier()
+
+    def restore(self, path: str) -> None:
+        """The state of :meth:`save_resume_point` (``path``), into this trainer and its model."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        counters = state["counters"]
+        self.epoch_index, self._next_batch, self.total_steps = (counters["epoch_index"], counters["next_batch"],
+                                                                counters["total_steps"])
+        self._best, self._stopping_steps, self._stop = counters["best"], counters["stopping_steps"], counters["stop"]
+        self._saved, self._loss_sum, self._loss_count = counters["saved"], counters["loss_sum"], counters["loss_count"]
+        self.history = list(state["history"])
+        if len(state["rng"]) != self.group.world_size:
+            raise TrainingError(f"{path} was written by {len(state['rng'])} process(es); resume it with as many")
+        restore_rng_states(state["rng"][self.group.rank])
+
     # ----- checkpoints -------------------------------------------------------------------------
     def save_weights(self) -> None:
         """The model's state dict, written (by rank 0) to a temporary file and renamed: never half-written."""
@@ -245,16 +303,7 @@ class Trainer:
         self._saved = True
 
     def _write_checkpoint(self) -> None:
-        directory = os.path.dirname(self.checkpoint)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(self.checkpoint)}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(self.model.state_dict(), tmp)
-            os.replace(tmp, self.checkpoint)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_torch_save(self.model.state_dict(), self.checkpoint)
 
     def load_weights(self, checkpoint: Optional[str] = None) -> None:
         state = torch.load(checkpoint or self.checkpoint, map_location="cpu", weights_only=True)

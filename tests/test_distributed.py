@@ -39,8 +39,17 @@ def test_ranks_cover_every_sample_once_per_epoch(world_size, batch_size, tiny_da
 
 
 EXPID = """
-DIN_ddp_tiny: {model: DIN, dataset_id: synthetic_tiny, max_len: 30, epochs: 2, batch_size: 128,
-               embedding_dim: 8, dnn_hidden_units: [32], net_dropout: 0, attention_dropout: 0, verbose: 1}
+DIN_ddp_tiny:
+  model: DIN
+  dataset_id: synthetic_tiny
+  max_len: 30
+  epochs: 2
+  batch_size: 128
+  embedding_dim: 8
+  dnn_hidden_units: [32]
+  net_dropout: 0
+  attention_dropout: 0
+  verbose: 1
 """
 
 
@@ -58,7 +67,7 @@ def test_two_gloo_processes_give_the_single_process_metrics(data_root, tmp_path)
     masks; reduction order differs, hence the tolerance), one results row, one run directory written."""
     config_dir = tmp_path / "cfg"
     config_dir.mkdir()
-    (config_dir / "model_config.yaml").write_text(textwrap.dedent(EXPID))
+    (config_dir / "model_config.yaml").write_text(textwrap.dedent(EXPID) + f"  model_root: {tmp_path / 'ckpt'}\n")
     single = run([sys.executable], tmp_path / "single.csv", data_root, str(config_dir))
     ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
               tmp_path / "ddp.csv", data_root, str(config_dir))

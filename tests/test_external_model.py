@@ -45,9 +45,9 @@ OneBranch_LAIN = lain_variant(get_model("OneBranch"), "OneBranch_LAIN")
 '''
 EXPIDS = '''
 OneBranch_tiny: {model: OneBranch, dataset_id: synthetic_tiny, max_len: 50, epochs: 1, embedding_dim: 8,
-                 dnn_hidden_units: [32]}
+                 dnn_hidden_units: [32], model_root: MODEL_ROOT}
 OneBranch_LAIN_tiny: {model: OneBranch_LAIN, dataset_id: synthetic_tiny, max_len: 50, epochs: 1, embedding_dim: 8,
-                      dnn_hidden_units: [32]}
+                      dnn_hidden_units: [32], model_root: MODEL_ROOT}
 '''
 
 
@@ -57,7 +57,8 @@ def model_dir(tmp_path, monkeypatch):
     for name, code in (("OneBranch", ONE_BRANCH), ("OneBranch_LAIN", ONE_BRANCH_LAIN)):
         (root / name / "config").mkdir(parents=True)
         (root / name / f"{name}.py").write_text(textwrap.dedent(code))
-    (root / "OneBranch" / "config" / "model_config.yaml").write_text(textwrap.dedent(EXPIDS))
+    (root / "OneBranch" / "config" / "model_config.yaml").write_text(
+        textwrap.dedent(EXPIDS).replace("MODEL_ROOT", str(tmp_path / "checkpoints")))
     monkeypatch.setenv("LAINCTR_MODEL_DIRS", str(root))
     yield str(root)
     for name in ("OneBranch", "OneBranch_LAIN"):

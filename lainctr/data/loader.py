@@ -144,9 +144,14 @@ class SequenceBatchLoader:
                              history_length=torch.from_numpy(seq_len), item_index=item_index)
 
     def __iter__(self) -> Iterator[SequenceBatch]:
+        return self.batches_from(0)
+
+    def batches_from(self, first: int) -> Iterator[SequenceBatch]:
+        """This epoch's batches from batch ``first`` on (the earlier ones are not built): how an interrupted
+        epoch resumes, with ``epoch`` set to the interrupted epoch's index beforehand."""
         order = self._order()
         starts = self.batch_starts()
-        for start, end in zip(starts, np.append(starts[1:], self.num_samples)):
+        for start, end in list(zip(starts, np.append(starts[1:], self.num_samples)))[first:]:
             if self.group.distributed:
                 yield self.make_batch(self.group.shard(order[start:end]))._replace(global_rows=int(end - start))
             else:
