@@ -24,7 +24,10 @@ from lainctr.training_options import OptionError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--expid", required=True, help="<Model>_<dataset>, e.g. TWIN_LAIN_kuaivideo")
-    parser.add_argument("--config", default=None, help="directory of YAML configs to search instead of the zoo's")
+    parser.add_argument("--config", default=None,
+                        help="a directory of your own expid YAML files, read besides the zoo's (an expid may say "
+                             "base_expid: <a zoo expid> and override a few keys); its base_config.yaml, "
+                             "dataset_config.yaml and datasets_*.yaml extend the zoo's")
     parser.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
     parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT or ./data)")
     parser.add_argument("--results", default=None, help="results CSV to append to")

@@ -6,7 +6,8 @@ Config files:
 * ``config/dataset_config.yaml`` and ``config/datasets_*.yaml`` (e.g. your ``datasets_local.yaml``) — every
   dataset once;
 * ``<model dir>/<Model>/config/*.yaml`` — each model's expids (model dirs: the zoo's ``model_zoo/`` and
-  those in $LAINCTR_MODEL_DIRS).
+  those in $LAINCTR_MODEL_DIRS), plus the ``*.yaml`` of ``--config DIR``: a user's expids join the zoo's, and
+  ``base_expid: TWIN_LAIN_kuaivideo`` takes every key of that expid, then the block's own.
 
 ``params = Base <- dataset keys (length_buckets, feature_specs) <- expid block``: the expid wins. Unlike
 FuxiCTR, an unknown or misspelled key is an error that lists the valid keys.
@@ -43,13 +44,19 @@ def _read_yaml(path: str) -> Dict[str, dict]:
     return content
 
 
+NOT_EXPID_FILES = ("base_config.yaml", "dataset_config.yaml")
+
+
 def config_files(config_dir: Optional[str] = None) -> List[str]:
-    """Model config files: every ``*.yaml`` under ``config_dir`` if given, else every model folder's configs."""
+    """Expid files: every model folder's ``config/*.yaml``, plus every ``*.yaml`` under ``config_dir`` (except its
+    ``base_config.yaml``, ``dataset_config.yaml`` and ``datasets_*.yaml``): a user's expids join the zoo's."""
+    files = sorted(path for root in model_dirs() for path in glob.glob(os.path.join(root, "*", "config", "*.yaml")))
     if config_dir:
         if not os.path.isdir(config_dir):
             raise ConfigError(f"--config {config_dir}: not a directory")
-        return sorted(glob.glob(os.path.join(config_dir, "**", "*.yaml"), recursive=True))
-    return sorted(path for root in model_dirs() for path in glob.glob(os.path.join(root, "*", "config", "*.yaml")))
+        files += sorted(p for p in glob.glob(os.path.join(config_dir, "**", "*.yaml"), recursive=True)
+                        if os.path.basename(p) not in NOT_EXPID_FILES and not os.path.basename(p).startswith("datasets_"))
+    return files
 
 
 def _blocks(files: Iterable[str]) -> Dict[str, tuple]:
@@ -113,7 +120,7 @@ def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, Any]:
         known = sorted(n for n in blocks if n != "Base")
         close = [n for n in known if n.lower().startswith(expid.split("_")[0].lower())]
         raise ConfigError(f"unknown expid '{expid}'. Similar: {close or known[:20]}")
-    block, path = blocks[expid]
+    block, path = _inherited(expid, blocks)
     for key in ("model", "dataset_id"):
         if key not in block:
             raise ConfigError(f"{path}: expid '{expid}' has no '{key}'")
@@ -124,6 +131,20 @@ def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, Any]:
     params["expid"] = expid
     params["_config_file"] = path
     return params
+
+
+def _inherited(name: str, blocks: Dict[str, tuple], chain: tuple = ()) -> tuple:
+    """(block, file) of expid ``name`` with its ``base_expid`` chain resolved: the base's keys, then its own."""
+    block, path = blocks[name]
+    base = block.get("base_expid")
+    if base is None:
+        return dict(block), path
+    if base in chain + (name,):
+        raise ConfigError(f"{path}: base_expid of '{name}' loops: {' -> '.join(chain + (name, base))}")
+    if base not in blocks:
+        raise ConfigError(f"{path}: expid '{name}' has base_expid '{base}', which is not defined")
+    parent, _ = _inherited(base, blocks, chain + (name,))
+    return {**parent, **{k: v for k, v in block.items() if k != "base_expid"}}, path
 
 
 def split_params(params: Dict[str, Any], model_keys: Iterable[str]) -> tuple:

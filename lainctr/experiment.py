@@ -185,7 +185,11 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     seed_everything(seed)
     dataset = load_dataset(data_dir)
     feature_map = load_feature_map(dataset_id, data_dir, params)
-    model = model_class(feature_map, model_id=model_id, **model_kwargs)
+    try:
+        model = model_class(feature_map, model_id=model_id, **model_kwargs)
+    except (TypeError, ValueError, KeyError) as error:   # a setting the model or this dataset cannot take
+        raise config_lib.ConfigError(f"{params.get('_config_file', 'the config')}: expid '{expid}' on dataset "
+                                     f"'{dataset_id}': {error}") from error
     num_params, num_dense = model.count_parameters(), model.count_parameters(count_embedding=False)
     num_lain = lain_parameter_count(model)
     logging.info("Model %s: %d parameters (%d without embedding tables; %d of them LAIN's, %.2f%% over the "

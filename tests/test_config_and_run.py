@@ -211,3 +211,31 @@ def test_end_of_run_table_and_readable_non_tty_log(data_root, tmp_path):
         for bucket in ("all", "0-100", "100-200", "200-inf"):
             assert any(line.split()[:2] == [split, bucket] for line in table.splitlines())
     assert "base AUC" in table and f"{row['test_AUC']:.4f}" in table
+
+
+def test_user_expids_join_the_zoo_and_inherit_from_a_zoo_expid(tmp_path, data_root, capsys):
+    """--config DIR adds expids (the zoo's stay available); base_expid takes a zoo expid's keys plus overrides;
+    a setting the user's dataset cannot take is a one-line error naming the key and the dataset's columns."""
+    config_dir = write_configs(tmp_path, """
+        TWIN_LAIN_mine:
+          base_expid: TWIN_LAIN_synthetic_tiny
+          max_len: 20
+          topk: 5
+        SIM_hard_mine:
+          base_expid: SIM_synthetic_tiny
+          gsu_mode: hard
+          gsu_loss: False
+          hard_search_feature: genre
+        Loop_a: {base_expid: Loop_b}
+        Loop_b: {base_expid: Loop_a}
+    """)
+    assert {"TWIN_LAIN_mine", "DIN_synthetic_tiny"} <= set(config.list_expids(config_dir))
+    zoo, mine = config.load_config("TWIN_LAIN_synthetic_tiny"), config.load_config("TWIN_LAIN_mine", config_dir)
+    assert {k: v for k, v in mine.items() if k not in ("expid", "_config_file", "max_len", "topk")} == \
+        {k: v for k, v in zoo.items() if k not in ("expid", "_config_file", "max_len", "topk")}
+    assert (mine["max_len"], mine["topk"], zoo["topk"]) == (20, 5, 20)
+    with pytest.raises(config.ConfigError, match="loops: Loop_a -> Loop_b -> Loop_a"):
+        config.load_config("Loop_a", config_dir)
+    assert run_expid.main(["--expid", "SIM_hard_mine", "--config", config_dir, "--data_root", str(data_root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hard_search_feature 'genre'" in err and "item_id" in err and "cate_id" in err
