@@ -37,12 +37,16 @@ def main(argv=None) -> int:
                         help="a folder of your own model folders (<Model>/<Model>.py, <Model>/config/*.yaml), "
                              "searched after the zoo's; repeatable; also $LAINCTR_MODEL_DIRS")
     parser.add_argument("--seed", type=int, default=None, help="override the expid's seed")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                        help="bf16: autocast forward passes (meant for CUDA; fp32 weights, softmaxes, losses, metrics)")
     parser.add_argument("--ablation", default=None, choices=list(ablation_overrides()),
                         help="LAIN ablation variant of a _LAIN expid (spec section 6); tags the results row")
     args = parser.parse_args(argv)
     if args.model_dir:
         os.environ[MODEL_DIRS_ENV] = os.pathsep.join(args.model_dir + [os.environ.get(MODEL_DIRS_ENV, "")]).strip(os.pathsep)
     overrides = {"seed": args.seed} if args.seed is not None else {}
+    if args.precision:
+        overrides["precision"] = args.precision
     if args.ablation:  # on a non-LAIN expid the switches are unknown keys: a ConfigError below
         overrides.update(ablation_overrides()[args.ablation])
     try:

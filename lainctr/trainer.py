@@ -34,6 +34,7 @@ from . import metrics as metric_lib
 from .analysis import extra_evaluation_columns
 from .analysis.gini import gini
 from .data.loader import SequenceBatch
+from .data.prefetch import prefetching
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from .models.base import SequenceCTRModel
 from .training_options import TrainerOptions
@@ -123,6 +124,10 @@ class Trainer:
         self._embedding_terms = regularizer_terms(options.embedding_regularizer)
         self._net_terms = regularizer_terms(options.net_regularizer)
 
+    def autocast(self):
+        """bfloat16 autocast of forward passes with ``precision: bf16`` (weights stay fp32), else nothing."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.precision == "bf16")
+
     # ----- training ----------------------------------------------------------------------------
     def labels(self, batch: SequenceBatch) -> torch.Tensor:
         """(B, 1) float clicks of the batch."""
@@ -130,7 +135,7 @@ class Trainer:
 
     def loss(self, y_pred: torch.Tensor, auxiliary_loss: Optional[torch.Tensor], labels: torch.Tensor):
         """BCE + the model's auxiliary losses + FuxiCTR's regularization terms."""
-        loss = F.binary_cross_entropy(y_pred, labels, reduction="mean")
+        loss = F.binary_cross_entropy(y_pred.float(), labels, reduction="mean")
         if auxiliary_loss is not None:
             loss = loss + auxiliary_loss
         if self._embedding_terms or self._net_terms:
@@ -148,9 +153,10 @@ class Trainer:
         """Forward, backward, and an optimizer step every ``accumulation_steps`` batches (and at the epoch's
         last batch); returns the batch's loss divided by ``accumulation_steps``."""
         accumulation = self.options.accumulation_steps
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)
         labels = self.labels(batch)
-        out = self.train_module(batch, labels)
+        with self.autocast():
+            out = self.train_module(batch, labels)
         loss = self.loss(out.y_pred, out.auxiliary_loss, labels) / accumulation
         if batch.global_rows:   # this rank's share of the global batch; DDP averages over the ranks
             loss = loss * (len(labels) * self.group.world_size / batch.global_rows)
@@ -201,7 +207,8 @@ class Trainer:
         self.model.train()
         start, samples, train_loss = time.time(), 0, 0.0
         first, self._next_batch = self._next_batch, 0
-        batches = progress(train_loader.batches_from(first), self.options.verbose, f"epoch {self.epoch_index + 1}")
+        batches = progress(prefetching(train_loader, self.device).batches_from(first), self.options.verbose,
+                           f"epoch {self.epoch_index + 1}")
         for batch_index, batch in enumerate(batches, start=first):
             self.total_steps += 1
             samples += batch.mask.shape[0]
@@ -327,8 +334,9 @@ class Trainer:
         label, group_id = model.feature_map.labels[0], model.feature_map.group_id or "user_index"
         out: Dict[str, list] = {"y_pred": [], "y_true": [], "group": [], "history_length": [], "gini": []}
         with torch.no_grad():
-            for batch in progress(loader, self.options.verbose, "evaluate"):
-                result = model(batch.to(self.device))
+            for batch in progress(prefetching(loader, self.device), self.options.verbose, "evaluate"):
+                with self.autocast():
+                    result = model(batch.to(self.device, non_blocking=True))
                 out["y_pred"].append(result.y_pred.float().cpu().numpy().reshape(-1))
                 out["y_true"].append(batch.batch_dict[label].numpy().reshape(-1))
                 out["group"].append(batch.batch_dict[group_id].numpy().reshape(-1))

@@ -13,6 +13,7 @@ from .metrics import METRICS as SUPPORTED_METRICS
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")   # torch.optim classes, by lower-case name
 LOSSES = ("binary_crossentropy", "bce", "binary_cross_entropy")
+PRECISIONS = ("fp32", "bf16")
 
 
 class OptionError(ValueError):
@@ -41,6 +42,8 @@ class TrainerOptions:
         verbose: 0 = silent, 1 = progress and per-epoch lines.
         model_root: where checkpoints, logs and histories go (``<model_root>/<dataset_id>/``).
         gpu: -1 = CPU, N = cuda:N.
+        precision: ``fp32``, or ``bf16``: forward passes under autocast (bfloat16 matmuls, fp32 weights,
+            softmaxes, losses and metrics).
     """
     epochs: int = 1
     optimizer: str = "adam"
@@ -60,6 +63,7 @@ class TrainerOptions:
     verbose: int = 1
     model_root: str = "./checkpoints"
     gpu: int = -1
+    precision: str = "fp32"
 
     @classmethod
     def keys(cls) -> Tuple[str, ...]:
@@ -80,6 +84,7 @@ class TrainerOptions:
             _expect("eval_steps", self.eval_steps, int, "an integer >= 1 or null", lambda v: v >= 1)
         _expect("verbose", self.verbose, int, "0 or 1", lambda v: v >= 0)
         _expect("gpu", self.gpu, int, "-1 (CPU) or a CUDA device index", lambda v: v >= -1)
+        _expect("precision", self.precision, str, f"one of {PRECISIONS}", lambda v: v in PRECISIONS)
         monitored = [self.monitor] if isinstance(self.monitor, str) else list(self.monitor or [])
         unknown = [m for m in list(self.metrics) + monitored if m not in SUPPORTED_METRICS]
         if unknown or not monitored:

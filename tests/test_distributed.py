@@ -77,3 +77,17 @@ def test_two_gloo_processes_give_the_single_process_metrics(data_root, tmp_path)
     assert ddp[0]["test_samples@0-100"] == single[0]["test_samples@0-100"]      # the whole split evaluated
     assert os.path.exists(ddp[0]["checkpoint"]) and sorted(os.listdir(ddp[0]["run_dir"])) == [
         "best.model", "history.json", "params.json", "train.log"]
+
+
+@pytest.mark.parametrize("expid", ["DIN_LAIN_synthetic_tiny", "SIM_synthetic_tiny"])
+def test_bf16_autocast_trains_close_to_fp32(expid, data_root, tmp_path):
+    """precision: bf16 (autocast; here on the CPU, where torch supports it too) trains with fp32 weights and loss
+    (SIM's auxiliary BCE runs outside autocast) and lands near the fp32 metrics."""
+    from lainctr.experiment import run_experiment
+    rows = {precision: run_experiment(expid, data_root=str(data_root), results_file=str(tmp_path / "r.csv"),
+                                      overrides={"epochs": 1, "max_len": 30, "model_root": str(tmp_path), "verbose": 0,
+                                                 "precision": precision})
+            for precision in ("fp32", "bf16")}
+    assert rows["bf16"]["test_AUC"] != rows["fp32"]["test_AUC"]                 # autocast did act
+    assert rows["bf16"]["test_AUC"] == pytest.approx(rows["fp32"]["test_AUC"], abs=0.02)
+    assert rows["bf16"]["test_logloss"] == pytest.approx(rows["fp32"]["test_logloss"], abs=0.02)

@@ -73,7 +73,7 @@ def test_gini_by_bucket_means_and_variances():
 
 # ----- capture over a loader -------------------------------------------------------------------
 class FakeBatch(namedtuple("FakeBatch", "batch_dict history_length weights support")):
-    def to(self, device):
+    def to(self, device, non_blocking=False):
         return self
 
 

@@ -275,7 +275,7 @@ class DINAttention(LengthModulation):
             per_row = per_row + key_shift @ w_key.t() + (query * key_shift) @ w_prod.t()
         hidden = torch.addmm(per_row.repeat_interleave(keys.shape[1], dim=0),
                              keys.reshape(-1, keys.shape[-1]), w_key.t())
-        hidden = hidden.addmm_((query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1]), w_prod.t())
+        hidden = torch.addmm(hidden, (query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1]), w_prod.t())
         return rest(hidden).view(keys.shape[:2])                                                # 2-D for Dice's BN
 
     def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,

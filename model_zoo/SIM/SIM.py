@@ -89,7 +89,8 @@ class SearchBranch(InterestBranch):
         """The weighted auxiliary CTR loss that trains soft search (the ESU's top-k is not differentiable)."""
         pooled = self.gsu_pooled(scores, inputs.history, inputs.mask)
         y_aux = self.gsu_head(torch.cat([inputs.target, pooled], dim=-1))
-        return self.gsu_loss_weight * F.binary_cross_entropy(y_aux, inputs.labels, reduction="mean")
+        with torch.autocast(y_aux.device.type, enabled=False):   # BCE in fp32 (CUDA autocast refuses it)
+            return self.gsu_loss_weight * F.binary_cross_entropy(y_aux.float(), inputs.labels, reduction="mean")
 
     def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
         scores = self.gsu_scores(inputs, condition)                                # real behaviours only
