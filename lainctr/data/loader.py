@@ -4,6 +4,8 @@ For a batch of samples it gathers each sample's history (the prefix ``items[offs
 seq_len]`` of its user's sequence), keeps the most recent ``max_len`` behaviours, pre-pads with 0 so the
 most recent behaviour is rightmost, appends the target, and looks up every item feature for the
 ``B x (T+1)`` item indices with one ``index_select`` per feature. No pandas and no per-sample Python.
+When the dataset has times, the behaviours' times go through the same flat index and padding as the items
+(``history_time``), and the split's ``timestamp`` column, if any, gives the sample's own (``target_time``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from .dataset import SequenceDataset
+from .store import TIME_COLUMN
 
 
 class SequenceBatch(NamedTuple):
@@ -25,33 +28,52 @@ class SequenceBatch(NamedTuple):
         mask: (B, T) float, 1 = real behaviour; pre-padded, most recent behaviour at column T-1.
         history_length: (B,) int64, the untruncated number of prior behaviours (``seq_len``).
         item_index: (B, T+1) int64 item rows of the history (0 = padding) and the target.
+        history_time: (B, T) int64 times of the history's behaviours (0 at padding), or None when the dataset
+            has no times.
+        target_time: (B,) int64 the sample's own time (the split's ``timestamp``), or None without one.
     """
     batch_dict: Dict[str, torch.Tensor]
     item_dict: Dict[str, torch.Tensor]
     mask: torch.Tensor
     history_length: torch.Tensor
     item_index: torch.Tensor
+    history_time: Optional[torch.Tensor] = None
+    target_time: Optional[torch.Tensor] = None
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceBatch":
         """The batch on ``device`` (itself when it is there already)."""
         if self.mask.device == torch.device(device):
             return self
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
         return SequenceBatch({k: move(v) for k, v in self.batch_dict.items()},
                              {k: move(v) for k, v in self.item_dict.items()},
-                             move(self.mask), move(self.history_length), move(self.item_index))
+                             move(self.mask), move(self.history_length), move(self.item_index),
+                             move(self.history_time), move(self.target_time))
 
 
-def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: np.ndarray,
-                     seq_len: np.ndarray, max_len: int) -> torch.Tensor:
-    """Pre-padded, truncated histories.
+class HistoryIndex(NamedTuple):
+    """Where a batch's pre-padded, truncated histories lie in the flat behaviour columns.
+
+    Attributes:
+        flat: (B*T,) int64 flat position of every history cell (0 at padding).
+        valid: (B, T) bool, False at padding (on the left).
+    """
+    flat: torch.Tensor
+    valid: torch.Tensor
+
+    def gather(self, column: torch.Tensor) -> torch.Tensor:
+        """(N,) per-behaviour values -> (B, T), 0 at padding."""
+        if len(column) == 0:
+            return torch.zeros(self.valid.shape, dtype=column.dtype)
+        return torch.index_select(column, 0, self.flat).view(self.valid.shape).masked_fill_(~self.valid, 0)
+
+
+def history_index(offsets: np.ndarray, user_index: np.ndarray, seq_len: np.ndarray, max_len: int) -> HistoryIndex:
+    """The flat positions of the ``max_len`` most recent prior behaviours of every sample, pre-padded to
+    T = max(1, min(max(seq_len), max_len)) columns.
 
     Args:
-        offsets: (U+1,) CSR offsets; behaviours: (N,) item indices of all users.
-        user_index, seq_len: (B,) per sample.
-        max_len: keep at most the ``max_len`` most recent behaviours.
-    Returns:
-        (B, T) int64 item indices, T = max(1, min(max(seq_len), max_len)); 0 = padding on the left.
+        offsets: (U+1,) CSR offsets; user_index, seq_len: (B,) per sample.
     """
     kept = np.minimum(seq_len, max_len).astype(np.int64)
     width = max(1, int(kept.max()) if len(kept) else 1)
@@ -59,10 +81,14 @@ def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: 
     column = np.arange(width, dtype=np.int64)[None, :] - (width - kept)[:, None]
     valid = column >= 0
     flat = torch.from_numpy(np.where(valid, first[:, None] + column, 0).reshape(-1))
-    if len(behaviours) == 0:
-        return torch.zeros(len(seq_len), width, dtype=torch.long)
-    items = torch.index_select(behaviours, 0, flat).view(len(seq_len), width)
-    return items.masked_fill_(torch.from_numpy(~valid), 0)
+    return HistoryIndex(flat, torch.from_numpy(valid))
+
+
+def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: np.ndarray,
+                     seq_len: np.ndarray, max_len: int) -> torch.Tensor:
+    """Pre-padded, truncated histories: (B, T) int64 item indices (see :func:`history_index`), 0 = padding
+    on the left; ``behaviours``: (N,) item indices of all users."""
+    return history_index(offsets, user_index, seq_len, max_len).gather(behaviours)
 
 
 class SequenceBatchLoader:
@@ -97,6 +123,8 @@ class SequenceBatchLoader:
         self.user_index = split_columns["user_index"].astype(np.int64)
         self.seq_len = split_columns["seq_len"].astype(np.int64)
         self.target = split_columns["item_index"].astype(np.int64)
+        self.target_time = (torch.from_numpy(split_columns[TIME_COLUMN].astype(np.int64))
+                            if TIME_COLUMN in split_columns else None)
         self.num_samples = len(self.user_index)
 
     def batch_starts(self) -> np.ndarray:
@@ -120,8 +148,9 @@ class SequenceBatchLoader:
     def make_batch(self, rows: np.ndarray) -> SequenceBatch:
         """Assemble the batch of the given sample rows, shape (B,)."""
         seq_len = self.seq_len[rows]
-        history = gather_histories(self.dataset.offsets, self.dataset.behaviours, self.user_index[rows],
-                                   seq_len, self.max_len)
+        index = history_index(self.dataset.offsets, self.user_index[rows], seq_len, self.max_len)
+        history = index.gather(self.dataset.behaviours)
+        times = self.dataset.behaviour_time
         item_index = torch.cat([history, torch.from_numpy(self.target[rows]).view(-1, 1)], dim=1)
         flat_items = item_index.view(-1)
         item_dict = {name: torch.index_select(table, 0, flat_items)
@@ -129,7 +158,9 @@ class SequenceBatchLoader:
         rows_t = torch.from_numpy(rows)
         batch_dict = {name: torch.index_select(values, 0, rows_t) for name, values in self.columns.items()}
         return SequenceBatch(batch_dict=batch_dict, item_dict=item_dict, mask=(history > 0).float(),
-                             history_length=torch.from_numpy(seq_len), item_index=item_index)
+                             history_length=torch.from_numpy(seq_len), item_index=item_index,
+                             history_time=None if times is None else index.gather(times),
+                             target_time=None if self.target_time is None else self.target_time[rows_t])
 
     def __iter__(self) -> Iterator[SequenceBatch]:
         order = self._order()
