@@ -217,11 +217,11 @@ class EvoAttention(LengthModulation):
         columns = torch.arange(n - 1 if candidate_only else 0, n, device=x.device)
         q = self.heads(self.W_q(x[:, columns], e))
         k, v = self.heads(self.W_k(x, e)), self.heads(self.W_v(x))
+        tokens = torch.cat([memory.profile] + ([memory.prompts] if memory.prompts is not None else []), dim=1)
+        local_k, local_v = self.heads(self.W_k(tokens, e)), self.heads(self.W_v(tokens))   # u, then the prompts
         prompt_k = prompt_v = None
         if memory.prompts is not None:
-            prompt_k, prompt_v = self.heads(self.W_k(memory.prompts, e)), self.heads(self.W_v(memory.prompts))
-        tokens = torch.cat([memory.profile] + ([memory.prompts] if memory.prompts is not None else []), dim=1)
-        local_k, local_v = self.heads(self.W_k(tokens, e)), self.heads(self.W_v(tokens))
+            prompt_k, prompt_v = local_k[:, :, 1:], local_v[:, :, 1:]
         o_g, w_g = self.global_branch(q, k, v, columns, layout, prompt_k, prompt_v, condition)
         o_t, w_t = self.transition_branch(q, k, v, columns, layout, prompt_k, prompt_v, condition)
         o_l, w_l = self.local_branch(q, k, v, candidate_only, layout, local_k, local_v, condition)
