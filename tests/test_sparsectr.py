@@ -9,7 +9,7 @@ import torch
 from lainctr.layers.attention import masked_softmax
 from lainctr.layers.evo_attention import EvoAttention, Memory, sparse_layout
 from lainctr.layers.lain import NO_LMA, BranchCondition, LMASettings
-from lainctr.layers.temporal_bias import RelTemporalBias, TimeFeatures, time_features
+from lainctr.layers.temporal_bias import RelTemporalBias, time_features
 from lainctr.layers.time_chunking import chunk_layout, equal_chunks, gap_chunks
 from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, predict, truncate)
