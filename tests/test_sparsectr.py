@@ -14,7 +14,7 @@ from lainctr.layers.time_chunking import chunk_layout, equal_chunks, gap_chunks
 from model_checks import (assert_lain_off_is_backbone, assert_output_shape, assert_padding_invariant,
                           assert_window_respected, build_model, predict, truncate)
 
-SMALL = dict(model_dim=16, num_heads=4, num_layers=2, num_chunks=4, tail_tokens=2, local_window=8)
+SMALL = dict(model_dim=24, num_heads=4, num_layers=2, num_chunks=4, tail_tokens=2, local_window=8)
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_conditioning": False},
             {"use_temperature": False}, {"length_embedding_dim": 0}, {"use_short_branch": True},
