@@ -242,6 +242,8 @@ def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, ti
 
 def test_position_time_source_and_fallback(feature_map, model_kwargs, tiny_batch):
     model = build("SparseCTR", feature_map, model_kwargs, time_source="position", time_terms=["recency"])
+    assert not model.reads_time() and build("SparseCTR_LAIN", feature_map, model_kwargs).reads_time()
+    assert not build_model("DIN", feature_map, model_kwargs).reads_time()    # its loaders skip the times
     assert_padding_invariant(model, untimed(tiny_batch))
     torch.testing.assert_close(predict(model, untimed(tiny_batch)), predict(model, tiny_batch), atol=0, rtol=0)
     with pytest.raises(ValueError, match="time_source: position"):

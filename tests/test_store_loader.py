@@ -120,6 +120,8 @@ def test_times_are_gathered_and_padded_like_the_items(tiny_dataset, max_len):
     np.testing.assert_array_equal(batch.target_time.numpy(), times[tiny_dataset.offsets[users] + seq_len])
     assert torch.all(batch.target_time >= batch.history_time[:, -1])
     assert tiny_dataset.info["time_source"] == "timestamp" and tiny_dataset.info["time_unit"] == "s"
+    untimed = next(iter(SequenceBatchLoader(tiny_dataset, "train", batch_size=30, max_len=max_len, times=False)))
+    assert untimed.history_time is None and untimed.target_time is None       # for models that read no time
 
 
 def test_dataset_without_times_falls_back_to_positions(tmp_path, tiny_dataset):

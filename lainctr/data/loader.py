@@ -102,10 +102,12 @@ class SequenceBatchLoader:
         shuffle: reshuffle every epoch from ``seed + epoch`` (reproducible).
         seed: base seed of the shuffling.
         columns: sample columns to put into ``batch_dict`` (default: all columns of the split).
+        times: yield ``history_time`` / ``target_time`` when the dataset has them (one more gather per batch;
+            off for models that read no time, ``model.reads_time()``).
     """
 
     def __init__(self, dataset: SequenceDataset, split: str, batch_size: int, max_len: int,
-                 shuffle: bool = False, seed: int = 0, columns: Optional[Sequence[str]] = None):
+                 shuffle: bool = False, seed: int = 0, columns: Optional[Sequence[str]] = None, times: bool = True):
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         if batch_size < 1:
@@ -123,8 +125,9 @@ class SequenceBatchLoader:
         self.user_index = split_columns["user_index"].astype(np.int64)
         self.seq_len = split_columns["seq_len"].astype(np.int64)
         self.target = split_columns["item_index"].astype(np.int64)
+        self.behaviour_time = dataset.behaviour_time if times else None
         self.target_time = (torch.from_numpy(split_columns[TIME_COLUMN].astype(np.int64))
-                            if TIME_COLUMN in split_columns else None)
+                            if times and TIME_COLUMN in split_columns else None)
         self.num_samples = len(self.user_index)
 
     def batch_starts(self) -> np.ndarray:
@@ -150,7 +153,7 @@ class SequenceBatchLoader:
         seq_len = self.seq_len[rows]
         index = history_index(self.dataset.offsets, self.user_index[rows], seq_len, self.max_len)
         history = index.gather(self.dataset.behaviours)
-        times = self.dataset.behaviour_time
+        times = self.behaviour_time
         item_index = torch.cat([history, torch.from_numpy(self.target[rows]).view(-1, 1)], dim=1)
         flat_items = item_index.view(-1)
         item_dict = {name: torch.index_select(table, 0, flat_items)

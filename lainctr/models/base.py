@@ -192,6 +192,10 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         if self.length_conditioner is not None:
             fuxictr_initialisation(self.length_conditioner)
 
+    def reads_time(self) -> bool:
+        """Whether any branch reads the behaviours' times (loaders for this model need ``times=True``)."""
+        return any(branch.reads_time() for branch in self.branches.values())
+
     @property
     def device(self) -> torch.device:
         """Where the parameters are (the trainer moves the model)."""

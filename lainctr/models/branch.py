@@ -93,6 +93,11 @@ class InterestBranch(nn.Module):
         (None = all of them). The model embeds only as many as its branches need."""
         return None
 
+    def reads_time(self) -> bool:
+        """Whether this branch reads ``inputs.history_time`` / ``target_time`` (the model's loaders gather
+        the times only when some branch does). Default: no."""
+        return False
+
     def prepare_inference(self, item_tokens: Callable[[], torch.Tensor]) -> None:
         """Hook before inference: cache what depends on the item table and the parameters only.
         ``item_tokens()`` embeds every row of the item table, (N, d) (row 0 = padding). Default: nothing."""

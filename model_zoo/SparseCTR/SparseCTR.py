@@ -65,6 +65,9 @@ class SparseSequenceBranch(InterestBranch):
                 if p is not None:
                     nn.init.normal_(p, std=0.02)
 
+    def reads_time(self) -> bool:
+        return self.time_source == "timestamp"
+
     def tokens(self, inputs: BranchInputs) -> torch.Tensor:
         """X^0: (B, T + 1, D), the behaviours then the candidate."""
         x = self.input_projection(torch.cat([inputs.history, inputs.target.unsqueeze(1)], dim=1))
