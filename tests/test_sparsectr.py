@@ -240,6 +240,18 @@ def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, ti
     assert long.interest.shape == (64, model.branches["long"].output_dim)
 
 
+@pytest.mark.parametrize("name", ["SparseCTR", "SparseCTR_LAIN"])
+def test_padded_columns_are_never_read(name, feature_map, model_kwargs, tiny_batch):
+    """Garbage items (non-zero embeddings) and times at padded columns leave y unchanged."""
+    batch_size, width = tiny_batch.mask.shape
+    padded = torch.cat([tiny_batch.mask == 0, torch.zeros(batch_size, 1, dtype=torch.bool)], dim=1)
+    garbage = tiny_batch._replace(
+        item_dict={k: v.view(batch_size, width + 1).masked_fill(padded, 3).view(-1) for k, v in tiny_batch.item_dict.items()},
+        history_time=tiny_batch.history_time.masked_fill(padded[:, :-1], 42))
+    model = build(name, feature_map, model_kwargs)
+    torch.testing.assert_close(predict(model, garbage), predict(model, tiny_batch), atol=1e-5, rtol=1e-5)
+
+
 def test_position_time_source_and_fallback(feature_map, model_kwargs, tiny_batch):
     model = build("SparseCTR", feature_map, model_kwargs, time_source="position", time_terms=["recency"])
     assert not model.reads_time() and build("SparseCTR_LAIN", feature_map, model_kwargs).reads_time()
