@@ -127,13 +127,13 @@ def test_utc_offset_moves_hours_and_weekdays():
 
 
 # ----- EvoAttention against dense masked attention ----------------------------------------------------
-def attention_case(seed=0, width=12, num_chunks=3, tail_tokens=2, window=3, prompts=0):
+def attention_case(seed=0, width=12, num_chunks=3, tail_tokens=2, window=3, prompts=0, lma=NO_LMA):
     torch.manual_seed(seed)
     time, mask = random_histories(rows=10, width=width, seed=seed)
     kappa = gap_chunks(time, mask, num_chunks)
     times = time_features(torch.cat([time, time[:, -1:]], dim=1))
     layout = sparse_layout(mask, chunk_layout(kappa, num_chunks, tail_tokens), times)
-    attention = EvoAttention(16, 4, window, ("recency", "hour", "weekend"), lma=NO_LMA)
+    attention = EvoAttention(16, 4, window, ("recency", "hour", "weekend"), lma=lma)
     with torch.no_grad():
         attention.temporal_bias.slopes.normal_()
     x = torch.randn(len(mask), width + 1, 16)
@@ -141,8 +141,9 @@ def attention_case(seed=0, width=12, num_chunks=3, tail_tokens=2, window=3, prom
     return attention, x, memory, layout
 
 
-def dense(attention, q, keys, values, visible, query_times, key_times, memory=None):
-    """Plain masked softmax attention over explicit keys: q (B, H, n, h), keys (B, H, K, h), visible (B, n, K)."""
+def dense(attention, q, keys, values, visible, query_times, key_times, memory=None, tau=None):
+    """Plain masked softmax attention over explicit keys: q (B, H, n, h), keys (B, H, K, h), visible (B, n, K);
+    logits divided by tau (B,) if given."""
     logits = q @ keys.transpose(-1, -2) / math.sqrt(attention.head_dim)
     logits = logits + attention.temporal_bias(query_times.select(lambda t: t[:, :, None]),
                                               key_times.select(lambda t: t[:, None, :]))
@@ -152,6 +153,8 @@ def dense(attention, q, keys, values, visible, query_times, key_times, memory=No
         logits = torch.cat([logits, q @ memory_k.transpose(-1, -2) / math.sqrt(attention.head_dim)], -1)
         visible = torch.cat([visible, visible.new_ones(*visible.shape[:-1], memory_k.shape[2])], -1)
         values = torch.cat([values, memory_v], dim=2)
+    if tau is not None:
+        logits = logits / tau.view(-1, 1, 1, 1)
     return masked_softmax(logits, visible) @ values
 
 
@@ -160,18 +163,24 @@ def projections(attention, x):
     return q, k, v
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_local_branch_equals_dense_banded_attention(seed):
-    attention, x, memory, layout = attention_case(seed)
+@pytest.mark.parametrize("seed,lma", [(0, NO_LMA), (1, NO_LMA), (2, LMASettings(temperature=True))])
+def test_local_branch_equals_dense_banded_attention(seed, lma):
+    """All queries (scaled_dot_product_attention over blocks) and the candidate alone (explicit weights)."""
+    attention, x, memory, layout = attention_case(seed, lma=lma)
     q, k, v = projections(attention, x)
     u_k, u_v = attention.heads(attention.W_k(memory.profile)), attention.heads(attention.W_v(memory.profile))
     n = x.shape[1]
     i, j = torch.arange(n).view(-1, 1), torch.arange(n).view(1, -1)
     visible = layout.valid.unsqueeze(1) & (j <= i) & (j >= i - attention.window)
-    want = dense(attention, q, k, v, visible, layout.times, layout.times, (u_k, u_v))
-    got, _ = attention.local_branch(q, k, v, False, layout, u_k, u_v, None)
+    condition = tau = None
+    if lma.temperature:
+        condition = BranchCondition(torch.arange(len(x)).float() * 30, None, None)
+        tau = attention.temperature(condition.length)
+        assert tau.min() < 1.5 < tau.max()
+    want = dense(attention, q, k, v, visible, layout.times, layout.times, (u_k, u_v), tau)
+    got, _ = attention.local_branch(q, k, v, False, layout, u_k, u_v, condition)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    last, _ = attention.local_branch(q[:, :, -1:], k, v, True, layout, u_k, u_v, None)   # the candidate alone
+    last, _ = attention.local_branch(q[:, :, -1:], k, v, True, layout, u_k, u_v, condition)   # the candidate alone
     torch.testing.assert_close(last, want[:, :, -1:], atol=1e-5, rtol=1e-5)
 
 

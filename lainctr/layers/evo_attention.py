@@ -15,9 +15,10 @@ three outputs, [a_g, a_t, a_l] = softmax(W_g [o_g; o_t; o_l] + b_g), and W_o pro
 
 Nothing is T x T: the global and transition branches score n x P and n x P*m, the local branch is blocked
 and banded (blocks of w queries attend to their own block and the one before: n x 2w scores, one 2x copy of
-K and V). Keys per query P + P*m + 2w + 1 (+ k prompts). The logits are written out (einsum) rather than
-handed to ``scaled_dot_product_attention``: rows with no visible key must give 0 (SDPA gives NaN), LAIN's
-temperature divides content and bias per row, and the candidate's weights are recorded.
+K and V). Keys per query P + P*m + 2w + 1 (+ k prompts). The local branch's blocks of all queries go through
+``scaled_dot_product_attention`` (every row sees u; LAIN's per-row temperature divides q and the additive
+mask). The global and transition branches, and the candidate-only last layer, write the logits out: a row
+with no visible key must give 0 (SDPA gives NaN), and the candidate's weights are recorded.
 
 LAIN (SparseCTR_LAIN): prompts are always-visible memory keys/values of all three branches; W_q/W_k take
 e_len (``ConditionedLinear``); tau(L) divides every branch logit. The gate is not length-modulated.
@@ -143,6 +144,33 @@ class EvoAttention(LengthModulation):
             out = out + torch.matmul(used[..., width:], memory_v)
         return out, weights[..., :width]
 
+    def fused_attend(self, q, k, v, visible, bias, memory_k, memory_v, condition) -> torch.Tensor:
+        """:meth:`attend` for blocked queries through ``scaled_dot_product_attention``, without the weights.
+
+        Only for the local branch, where every row sees u (SDPA gives NaN for a row without any visible key).
+        tau(L) divides content and bias: q and the additive mask are divided by it.
+
+        Args:
+            q: (B, H, nb, r, d_h); k, v: (B, H, nb, K, d_h); visible: (B, 1, nb, r, K) bool; bias: (B, H, nb, r, K)
+                or None; memory_k/v: (B, H, M, d_h).
+        Returns:
+            (B, H, nb, r, d_h).
+        """
+        batch, heads, blocks, rows = q.shape[:4]
+        memory_shape = (batch, heads, blocks, memory_k.shape[2], self.head_dim)
+        keys = torch.cat([k, memory_k.unsqueeze(2).expand(memory_shape)], dim=3).flatten(1, 2)
+        values = torch.cat([v, memory_v.unsqueeze(2).expand(memory_shape)], dim=3).flatten(1, 2)
+        additive = q.new_zeros(batch, heads, blocks, rows, k.shape[3]) if bias is None else bias
+        if self.temperature is not None and condition is not None:
+            tau = self.temperature.of(condition).view(-1, 1, 1, 1, 1)
+            q, additive = q / tau, additive / tau
+        additive = additive.masked_fill(~visible, float("-inf"))                     # after tau: no inf / tau
+        additive = nn.functional.pad(additive, (0, memory_k.shape[2]))               # memory: always visible
+        dropout = self.dropout.p if self.dropout is not None and self.training else 0.0
+        out = nn.functional.scaled_dot_product_attention(q.flatten(1, 2), keys, values, additive.flatten(1, 2),
+                                                         dropout_p=dropout, scale=1.0 / math.sqrt(self.head_dim))
+        return out.unflatten(1, (heads, blocks))
+
     # ----- the three branches -----------------------------------------------------------------------
     def global_branch(self, q, k, v, columns, layout, memory_k, memory_v, condition):
         """Chunk summaries; q (B, H, n_q, d_h) at ``columns`` (n_q,); k, v (B, H, n, d_h)."""
@@ -196,10 +224,12 @@ class EvoAttention(LengthModulation):
         band = (relative >= 0) & (relative <= w)
         visible = (band & key_valid.unsqueeze(2)).unsqueeze(1)                               # B x 1 x nb' x r' x 2w
         bias = self.bias(query_times.select(lambda t: t.unsqueeze(-1)), key_times.select(lambda t: t.unsqueeze(-2)))
-        out, weights = self.attend(query_blocks, keys, values, visible, bias, memory_k.unsqueeze(2),
-                                   memory_v.unsqueeze(2), condition)
-        out = out.flatten(2, 3)
-        return (out if candidate_only else out[:, :, pad - w:]), weights
+        if candidate_only:
+            out, weights = self.attend(query_blocks, keys, values, visible, bias, memory_k.unsqueeze(2),
+                                       memory_v.unsqueeze(2), condition)
+            return out.flatten(2, 3), weights
+        out = self.fused_attend(query_blocks, keys, values, visible, bias, memory_k, memory_v, condition)
+        return out.flatten(2, 3)[:, :, pad - w:], None
 
     # ----- forward ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, memory: Memory, layout: SparseLayout,
