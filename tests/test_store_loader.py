@@ -116,7 +116,7 @@ def test_times_are_gathered_and_padded_like_the_items(tiny_dataset, max_len):
     np.testing.assert_array_equal(batch.history_time.numpy(), np.where(batch.mask.numpy() > 0, want, 0))
     assert batch.history_time.dtype == torch.int64
     # the sample's own time: the split's column; the behaviour at its position (synthetic), after its history
-    assert torch.equal(batch.target_time, batch.batch_dict["timestamp"])
+    assert "timestamp" not in batch.batch_dict                                # batch_dict: feature-map columns
     np.testing.assert_array_equal(batch.target_time.numpy(), times[tiny_dataset.offsets[users] + seq_len])
     assert torch.all(batch.target_time >= batch.history_time[:, -1])
     assert tiny_dataset.info["time_source"] == "timestamp" and tiny_dataset.info["time_unit"] == "s"

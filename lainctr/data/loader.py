@@ -101,7 +101,8 @@ class SequenceBatchLoader:
         max_len: number of most recent behaviours kept.
         shuffle: reshuffle every epoch from ``seed + epoch`` (reproducible).
         seed: base seed of the shuffling.
-        columns: sample columns to put into ``batch_dict`` (default: all columns of the split).
+        columns: sample columns to put into ``batch_dict`` (default: all columns of the split but its
+            ``timestamp``, which comes as ``target_time``: batch_dict holds feature-map columns only).
         times: yield ``history_time`` / ``target_time`` when the dataset has them (one more gather per batch;
             off for models that read no time, ``model.reads_time()``).
     """
@@ -120,7 +121,7 @@ class SequenceBatchLoader:
         self.seed = seed
         self.epoch = 0
         split_columns = dataset.splits[split]
-        names = list(split_columns) if columns is None else list(columns)
+        names = [c for c in split_columns if c != TIME_COLUMN] if columns is None else list(columns)
         self.columns = {name: torch.from_numpy(np.ascontiguousarray(split_columns[name])) for name in names}
         self.user_index = split_columns["user_index"].astype(np.int64)
         self.seq_len = split_columns["seq_len"].astype(np.int64)
