@@ -218,6 +218,7 @@ def convert(args: argparse.Namespace) -> str:
     splits = {"train": common.take(columns, train & ~valid), "valid": common.take(columns, valid),
               "test": common.take(columns, rows.is_test)}
     info = {"source_format": "bars_x1_csv", "layout": args.layout,
+            "time_unit": "rank", "time_is_wallclock": False,   # side/timestamp = the row's rank by (timestamp, file order)
             "target_is_next_behaviour": not layout.frozen_test_history,
             "split_protocol": f"x1 has train/test only: valid = train.csv rows with timestamp >= {cutoff} "
                               f"(last {args.valid_fraction:.0%} by time), train = earlier train.csv rows, "

@@ -261,6 +261,7 @@ def convert(args: argparse.Namespace) -> str:
     published = articles.published_us[behaviours.target]
     columns["publish_days"] = _publish_age(published, sample_time, 24 * US_PER_HOUR, MAX_PUBLISH_DAYS)
     columns["publish_hours"] = _publish_age(published, sample_time, US_PER_HOUR, MAX_PUBLISH_HOURS)
+    columns["timestamp"] = sample_time                                   # the impression time (target_time), us
     columns["impression_hour"] = (sample_time // US_PER_HOUR) % 24 + 1
     columns["impression_weekday"] = (sample_time // (24 * US_PER_HOUR) + 3) % 7 + 1  # 1970-01-01 was a Thursday
     vocab.update(publish_days=MAX_PUBLISH_DAYS + 2, publish_hours=MAX_PUBLISH_HOURS + 2, impression_hour=25,
@@ -276,7 +277,8 @@ def convert(args: argparse.Namespace) -> str:
                                       "user" if name in common.USER_FEATURES else "context", vocab_size=vocab[name],
                                       width=values.shape[1] if values.ndim == 2 else None)
                        for name, values in columns.items() if name in vocab]
-    info = {"source_format": "ebnerd_raw", "target_is_next_behaviour": False,
+    info = {"source_format": "ebnerd_raw", "target_is_next_behaviour": False, "time_unit": "us",
+            "time_is_wallclock": True,
             "split_protocol": f"test = validation/behaviors.parquet (official validation week); valid = "
                               f"train/behaviors.parquet impressions from {np.datetime64(cutoff, 'us')} "
                               f"(last {args.valid_days} day(s) of the train week); train = the earlier ones",

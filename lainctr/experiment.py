@@ -199,10 +199,11 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     max_len = int(run["max_len"])
     batch_size = int(run.get("batch_size", 256))
     eval_batch_size = int(run.get("eval_batch_size", batch_size))
+    times = model.reads_time()
     train = SequenceBatchLoader(dataset, "train", batch_size, max_len, shuffle=bool(run.get("shuffle", True)),
-                                seed=seed, group=group)
-    valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len, group=group)
-    test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len, group=group)
+                                seed=seed, times=times, group=group)
+    valid = SequenceBatchLoader(dataset, "valid", eval_batch_size, max_len, times=times, group=group)
+    test = SequenceBatchLoader(dataset, "test", eval_batch_size, max_len, times=times, group=group)
     trainer = Trainer(model, options, checkpoint=os.path.join(run_dir, "best.model"), group=group)
     if group.distributed:   # same initial weights (broadcast), but every rank its own dropout and sampling draws
         torch.manual_seed(seed + group.rank)

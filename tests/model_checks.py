@@ -12,8 +12,11 @@ LAIN_SWITCHES = [{}, {"use_sle": False}, {"use_prompts": False}, {"use_qk_condit
                  {"shared_prompts": False}, {"learn_pivot": True}]
 
 
+PADDING_TIME = 987_654_321   # a time no model may read: what left_pad writes at the new padded columns
+
+
 def left_pad(batch: SequenceBatch, extra: int) -> SequenceBatch:
-    """The same samples with ``extra`` more padding columns in front of every history."""
+    """The same samples with ``extra`` more padding columns in front of every history (garbage times there)."""
     batch_size, width = batch.mask.shape
     item_index = torch.cat([torch.zeros(batch_size, extra, dtype=torch.long), batch.item_index], dim=1)
     rows = item_index.shape[1]
@@ -26,7 +29,10 @@ def left_pad(batch: SequenceBatch, extra: int) -> SequenceBatch:
     return SequenceBatch(batch_dict=batch.batch_dict,
                          item_dict={k: pad_feature(v) for k, v in batch.item_dict.items()},
                          mask=torch.cat([torch.zeros(batch_size, extra), batch.mask], dim=1),
-                         history_length=batch.history_length, item_index=item_index)
+                         history_length=batch.history_length, item_index=item_index,
+                         history_time=None if batch.history_time is None else torch.cat(
+                             [torch.full((batch_size, extra), PADDING_TIME), batch.history_time], dim=1),
+                         target_time=batch.target_time)
 
 
 def predict(model, batch: SequenceBatch) -> torch.Tensor:
@@ -104,8 +110,9 @@ def truncate(batch: SequenceBatch, rows, keep: int = 0) -> SequenceBatch:
     item_dict = {k: v.view(batch_size, width + 1).masked_fill(drop, 0).view(-1) for k, v in batch.item_dict.items()}
     history_length = batch.history_length.clone()
     history_length[rows] = keep
+    history_time = None if batch.history_time is None else batch.history_time.masked_fill(drop[:, :-1], 0)
     return SequenceBatch(batch.batch_dict, item_dict, batch.mask.masked_fill(drop[:, :-1], 0), history_length,
-                         batch.item_index.masked_fill(drop, 0))
+                         batch.item_index.masked_fill(drop, 0), history_time, batch.target_time)
 
 
 def model_inputs(model, batch: SequenceBatch):

@@ -22,6 +22,11 @@ def convert(source, output, *extra):
     return ebnerd_raw.main(["--input", str(source), "--output", str(output), "--no_progress", *extra])
 
 
+def specs_of(out):
+    with open(os.path.join(out, store.FEATURE_MAP_FILE)) as fd:
+        return {k: v for e in json.load(fd)["features"] for k, v in e.items()}
+
+
 def test_hand_made_release(tmp_path):
     out = convert(ff.write_ebnerd_raw(str(tmp_path / "in")), tmp_path / "out")
     seqs = store.read_sequences(out)
@@ -39,13 +44,15 @@ def test_hand_made_release(tmp_path):
     assert train["gender"].tolist() == [0, 0, 0, 1, 1]                # null gender -> 0
     assert train["impression_weekday"].tolist() == [6, 6, 6, 7, 7]    # Saturday 20th, Sunday 21st May 2023
     assert train["impression_hour"].tolist() == [13, 13, 13, 9, 9]
+    hours = (train["timestamp"] // 3_600_000_000) % 24 + 1                # the impression time itself, in us
+    assert hours.tolist() == train["impression_hour"].tolist()
+    assert store.read_info(out)["time_unit"] == "us" and "timestamp" not in specs_of(out)
     assert train["publish_days"].tolist() == [20, 20, 20, 21, 21]     # published 2023-05-01 06:00
     assert train["topics"][0].tolist() == [3, 7, 0, 0, 0]             # article 103: Livsstil, Økonomi
     items = store.read_h5(os.path.join(out, store.ITEMS_FILE))
     assert items["article_id"].tolist() == list(range(8))
     assert items["subcategory"][2].tolist() == [4, 5, 6, 0, 0]        # article 101: 201, 202, 203
-    with open(os.path.join(out, store.FEATURE_MAP_FILE)) as fd:
-        specs = {k: v for e in json.load(fd)["features"] for k, v in e.items()}
+    specs = specs_of(out)
     assert specs["article_id"]["vocab_size"] == 8 and specs["category"]["vocab_size"] == 4
     assert specs["user_id"]["source"] == "user" and specs["trigger_id"]["source"] == "context"
     assert specs["ner_clusters"] == {"source": "context", "type": "sequence", "vocab_size": 8, "padding_idx": 0,

@@ -105,3 +105,45 @@ def test_no_single_sample_batch(tiny_dataset, batch_size):
     loader.num_samples = 4 * batch_size + 1            # a split whose last batch would hold one sample
     got = [len(b.history_length) for b in loader]
     assert got == [batch_size] * 3 + [batch_size + 1] and len(loader) == 4
+
+
+@pytest.mark.parametrize("max_len", [1, 60, 1000])
+def test_times_are_gathered_and_padded_like_the_items(tiny_dataset, max_len):
+    loader = SequenceBatchLoader(tiny_dataset, "train", batch_size=300, max_len=max_len, shuffle=True)
+    batch = next(iter(loader))
+    users, seq_len = batch.batch_dict["user_index"].numpy(), batch.history_length.numpy()
+    times = tiny_dataset.behaviour_time.numpy()
+    want = reference_histories(tiny_dataset.offsets, times, users, seq_len, max_len)
+    np.testing.assert_array_equal(batch.history_time.numpy(), np.where(batch.mask.numpy() > 0, want, 0))
+    assert batch.history_time.dtype == torch.int64
+    # the sample's own time: the split's column; the behaviour at its position (synthetic), after its history
+    assert "timestamp" not in batch.batch_dict                                # batch_dict: feature-map columns
+    np.testing.assert_array_equal(batch.target_time.numpy(), times[tiny_dataset.offsets[users] + seq_len])
+    assert torch.all(batch.target_time >= batch.history_time[:, -1])
+    assert tiny_dataset.info["time_source"] == "timestamp" and tiny_dataset.info["time_unit"] == "s"
+    untimed = next(iter(SequenceBatchLoader(tiny_dataset, "train", batch_size=30, max_len=max_len, times=False)))
+    assert untimed.history_time is None and untimed.target_time is None       # for models that read no time
+
+
+def test_dataset_without_times_falls_back_to_positions(tmp_path, tiny_dataset):
+    splits = {s: {k: v for k, v in c.items() if k != "timestamp"} for s, c in tiny_dataset.splits.items()}
+    sequences = store.UserSequences(tiny_dataset.offsets, tiny_dataset.behaviours.numpy())
+    table = {k: v.numpy() for k, v in tiny_dataset.item_table.items()}
+    out = store.write_dataset(str(tmp_path / "untimed"), splits, sequences, table, tiny_dataset.feature_map_json, {})
+    untimed = load_dataset(out)
+    assert untimed.info["time_source"] == "position" and untimed.behaviour_time is None
+    batch = next(iter(SequenceBatchLoader(untimed, "valid", batch_size=20, max_len=30)))
+    assert batch.history_time is None and batch.target_time is None
+
+
+def test_decreasing_timestamps_are_a_data_error(tmp_path, tiny_dataset):
+    from lainctr.data.validation import DataValidationError
+    times = tiny_dataset.behaviour_time.numpy().copy()
+    user = int(np.argmax(np.diff(tiny_dataset.offsets) > 3))
+    times[tiny_dataset.offsets[user] + 2] = times[tiny_dataset.offsets[user] + 1] - 1
+    sequences = store.UserSequences(tiny_dataset.offsets, tiny_dataset.behaviours.numpy(), {"timestamp": times})
+    splits = {s: dict(c) for s, c in tiny_dataset.splits.items()}
+    table = {k: v.numpy() for k, v in tiny_dataset.item_table.items()}
+    out = store.write_dataset(str(tmp_path / "bad"), splits, sequences, table, tiny_dataset.feature_map_json, {})
+    with pytest.raises(DataValidationError, match="timestamps decrease"):
+        load_dataset(out)

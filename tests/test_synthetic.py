@@ -68,3 +68,26 @@ def test_splits_are_chronological_per_user(tiny_dataset):
         last = np.full(len(tiny_dataset.offsets), -1)
         np.maximum.at(last, s[earlier]["user_index"], s[earlier]["seq_len"])
         assert np.all(s[later]["seq_len"] > last[s[later]["user_index"]])
+
+
+def test_timestamps_have_sessions_and_daily_rhythm_and_leave_the_other_columns_alone():
+    cfg = synthetic.PRESETS["tiny"]
+    splits, sequences, _ = synthetic.generate(cfg)
+    times, offsets = sequences.side["timestamp"], sequences.offsets
+    gaps = np.diff(times)
+    within_user = np.ones(len(gaps), dtype=bool)
+    within_user[offsets[1:-1] - 1] = False
+    gaps = gaps[within_user]
+    assert gaps.min() >= 0
+    assert np.median(gaps) < 300                                   # most behaviours are inside a session ...
+    assert 0.1 < np.mean(gaps > 3600) < 0.35                       # ... sessions are hours to days apart
+    assert np.percentile(gaps, 95) > 86_400
+    categories = (sequences.items - 1) // cfg.items_per_category
+    angle = (times // 3600 % 24) / 24 * 2 * np.pi                  # hour-of-day concentration per category
+    concentration = [np.hypot(np.cos(angle[categories == c]).mean(), np.sin(angle[categories == c]).mean())
+                     for c in range(cfg.num_categories) if np.sum(categories == c) > 50]
+    assert np.mean(concentration) > 0.3                            # uniform hours would give ~0.05
+    # a sample's time is the time of the behaviour at its position (the same for a positive and its negatives)
+    for columns in splits.values():
+        u, s = columns["user_index"], columns["seq_len"]
+        np.testing.assert_array_equal(columns["timestamp"], times[offsets[u] + s])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ class SequenceDataset:
         label: name of the label column.
         offsets: (U+1,) int64 CSR offsets of the per-user sequences.
         behaviours: (N,) int64 tensor of item indices, all users concatenated.
+        behaviour_time: (N,) int64 tensor of the behaviours' times (the store's ``side/timestamp``, in the
+            unit ``info["time_unit"]`` says), or None for a dataset without times (``info["time_source"]``
+            is then ``position``: models time behaviours by their position).
         item_table: ``{feature: (num_items, ...) tensor}``, row 0 = padding item.
         splits: ``{split: {column: (n,) or (n, w) array}}``.
     """
@@ -36,6 +39,7 @@ class SequenceDataset:
     behaviours: torch.Tensor
     item_table: Dict[str, torch.Tensor]
     splits: Dict[str, Dict[str, np.ndarray]]
+    behaviour_time: Optional[torch.Tensor] = None
 
     @property
     def num_items(self) -> int:
@@ -106,7 +110,10 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
     item_table = {name: torch.from_numpy(np.ascontiguousarray(
         values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values.astype(np.int64)))
         for name, values in table.items()}
+    info.setdefault("time_source", store.time_source(sequences))     # folders written before it was recorded
+    times = sequences.side.get(store.TIME_COLUMN)
     return SequenceDataset(data_dir=data_dir, info=info, feature_map_json=feature_map_json, label=label,
                            offsets=sequences.offsets.astype(np.int64),
                            behaviours=torch.from_numpy(sequences.items.astype(np.int64)),
-                           item_table=item_table, splits=split_columns)
+                           item_table=item_table, splits=split_columns,
+                           behaviour_time=None if times is None else torch.from_numpy(times.astype(np.int64)))

@@ -4,6 +4,8 @@ For a batch of samples it gathers each sample's history (the prefix ``items[offs
 seq_len]`` of its user's sequence), keeps the most recent ``max_len`` behaviours, pre-pads with 0 so the
 most recent behaviour is rightmost, appends the target, and looks up every item feature for the
 ``B x (T+1)`` item indices with one ``index_select`` per feature. No pandas and no per-sample Python.
+When the dataset has times, the behaviours' times go through the same flat index and padding as the items
+(``history_time``), and the split's ``timestamp`` column, if any, gives the sample's own (``target_time``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 
 from ..distributed import SINGLE_PROCESS, ProcessGroup
 from .dataset import SequenceDataset
+from .store import TIME_COLUMN
 
 
 class SequenceBatch(NamedTuple):
@@ -26,6 +29,9 @@ class SequenceBatch(NamedTuple):
         mask: (B, T) float, 1 = real behaviour; pre-padded, most recent behaviour at column T-1.
         history_length: (B,) int64, the untruncated number of prior behaviours (``seq_len``).
         item_index: (B, T+1) int64 item rows of the history (0 = padding) and the target.
+        history_time: (B, T) int64 times of the history's behaviours (0 at padding), or None when the dataset
+            has no times.
+        target_time: (B,) int64 the sample's own time (the split's ``timestamp``), or None without one.
         global_rows: with data parallelism, the size of the global batch this batch is one rank's shard of
             (0: not sharded).
     """
@@ -34,28 +40,49 @@ class SequenceBatch(NamedTuple):
     mask: torch.Tensor
     history_length: torch.Tensor
     item_index: torch.Tensor
+    history_time: Optional[torch.Tensor] = None
+    target_time: Optional[torch.Tensor] = None
     global_rows: int = 0
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceBatch":
         """The batch on ``device`` (itself when it is there already)."""
         if self.mask.device == torch.device(device):
             return self
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device, non_blocking=non_blocking)
+
+        def move_optional(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if tensor is None else move(tensor)
+
         return SequenceBatch({k: move(v) for k, v in self.batch_dict.items()},
                              {k: move(v) for k, v in self.item_dict.items()},
-                             move(self.mask), move(self.history_length), move(self.item_index), self.global_rows)
+                             move(self.mask), move(self.history_length), move(self.item_index),
+                             move_optional(self.history_time), move_optional(self.target_time), self.global_rows)
 
 
-def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: np.ndarray,
-                     seq_len: np.ndarray, max_len: int) -> torch.Tensor:
-    """Pre-padded, truncated histories.
+class HistoryIndex(NamedTuple):
+    """Where a batch's pre-padded, truncated histories lie in the flat behaviour columns.
+
+    Attributes:
+        flat: (B*T,) int64 flat position of every history cell (0 at padding).
+        valid: (B, T) bool, False at padding (on the left).
+    """
+    flat: torch.Tensor
+    valid: torch.Tensor
+
+    def gather(self, column: torch.Tensor) -> torch.Tensor:
+        """(N,) per-behaviour values -> (B, T), 0 at padding."""
+        if len(column) == 0:
+            return torch.zeros(self.valid.shape, dtype=column.dtype)
+        return torch.index_select(column, 0, self.flat).view(self.valid.shape).masked_fill_(~self.valid, 0)
+
+
+def history_index(offsets: np.ndarray, user_index: np.ndarray, seq_len: np.ndarray, max_len: int) -> HistoryIndex:
+    """The flat positions of the ``max_len`` most recent prior behaviours of every sample, pre-padded to
+    T = max(1, min(max(seq_len), max_len)) columns.
 
     Args:
-        offsets: (U+1,) CSR offsets; behaviours: (N,) item indices of all users.
-        user_index, seq_len: (B,) per sample.
-        max_len: keep at most the ``max_len`` most recent behaviours.
-    Returns:
-        (B, T) int64 item indices, T = max(1, min(max(seq_len), max_len)); 0 = padding on the left.
+        offsets: (U+1,) CSR offsets; user_index, seq_len: (B,) per sample.
     """
     kept = np.minimum(seq_len, max_len).astype(np.int64)
     width = max(1, int(kept.max()) if len(kept) else 1)
@@ -63,10 +90,14 @@ def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: 
     column = np.arange(width, dtype=np.int64)[None, :] - (width - kept)[:, None]
     valid = column >= 0
     flat = torch.from_numpy(np.where(valid, first[:, None] + column, 0).reshape(-1))
-    if len(behaviours) == 0:
-        return torch.zeros(len(seq_len), width, dtype=torch.long)
-    items = torch.index_select(behaviours, 0, flat).view(len(seq_len), width)
-    return items.masked_fill_(torch.from_numpy(~valid), 0)
+    return HistoryIndex(flat, torch.from_numpy(valid))
+
+
+def gather_histories(offsets: np.ndarray, behaviours: torch.Tensor, user_index: np.ndarray,
+                     seq_len: np.ndarray, max_len: int) -> torch.Tensor:
+    """Pre-padded, truncated histories: (B, T) int64 item indices (see :func:`history_index`), 0 = padding
+    on the left; ``behaviours``: (N,) item indices of all users."""
+    return history_index(offsets, user_index, seq_len, max_len).gather(behaviours)
 
 
 class SequenceBatchLoader:
@@ -79,7 +110,10 @@ class SequenceBatchLoader:
         max_len: number of most recent behaviours kept.
         shuffle: reshuffle every epoch from ``seed + epoch`` (reproducible).
         seed: base seed of the shuffling.
-        columns: sample columns to put into ``batch_dict`` (default: all columns of the split).
+        columns: sample columns to put into ``batch_dict`` (default: all columns of the split but its
+            ``timestamp``, which comes as ``target_time``: batch_dict holds feature-map columns only).
+        times: yield ``history_time`` / ``target_time`` when the dataset has them (one more gather per batch;
+            off for models that read no time, ``model.reads_time()``).
         group: with data parallelism, this rank's place: every batch of the epoch (the global batch, of
             ``batch_size`` rows, cut from the seeded permutation every rank draws alike) is split into
             ``world_size`` contiguous shards and the rank reads its own, so the union of the ranks' batches is
@@ -87,7 +121,7 @@ class SequenceBatchLoader:
     """
 
     def __init__(self, dataset: SequenceDataset, split: str, batch_size: int, max_len: int,
-                 shuffle: bool = False, seed: int = 0, columns: Optional[Sequence[str]] = None,
+                 shuffle: bool = False, seed: int = 0, columns: Optional[Sequence[str]] = None, times: bool = True,
                  group: ProcessGroup = SINGLE_PROCESS):
         if batch_size < 2 * group.world_size and group.distributed:
             raise ValueError(f"batch_size {batch_size} gives fewer than 2 rows to each of {group.world_size} ranks")
@@ -104,11 +138,14 @@ class SequenceBatchLoader:
         self.group = group
         self.epoch = 0
         split_columns = dataset.splits[split]
-        names = list(split_columns) if columns is None else list(columns)
+        names = [c for c in split_columns if c != TIME_COLUMN] if columns is None else list(columns)
         self.columns = {name: torch.from_numpy(np.ascontiguousarray(split_columns[name])) for name in names}
         self.user_index = split_columns["user_index"].astype(np.int64)
         self.seq_len = split_columns["seq_len"].astype(np.int64)
         self.target = split_columns["item_index"].astype(np.int64)
+        self.behaviour_time = dataset.behaviour_time if times else None
+        self.target_time = (torch.from_numpy(split_columns[TIME_COLUMN].astype(np.int64))
+                            if times and TIME_COLUMN in split_columns else None)
         self.num_samples = len(self.user_index)
 
     def batch_starts(self) -> np.ndarray:
@@ -132,8 +169,9 @@ class SequenceBatchLoader:
     def make_batch(self, rows: np.ndarray) -> SequenceBatch:
         """Assemble the batch of the given sample rows, shape (B,)."""
         seq_len = self.seq_len[rows]
-        history = gather_histories(self.dataset.offsets, self.dataset.behaviours, self.user_index[rows],
-                                   seq_len, self.max_len)
+        index = history_index(self.dataset.offsets, self.user_index[rows], seq_len, self.max_len)
+        history = index.gather(self.dataset.behaviours)
+        times = self.behaviour_time
         item_index = torch.cat([history, torch.from_numpy(self.target[rows]).view(-1, 1)], dim=1)
         flat_items = item_index.view(-1)
         item_dict = {name: torch.index_select(table, 0, flat_items)
@@ -141,7 +179,9 @@ class SequenceBatchLoader:
         rows_t = torch.from_numpy(rows)
         batch_dict = {name: torch.index_select(values, 0, rows_t) for name, values in self.columns.items()}
         return SequenceBatch(batch_dict=batch_dict, item_dict=item_dict, mask=(history > 0).float(),
-                             history_length=torch.from_numpy(seq_len), item_index=item_index)
+                             history_length=torch.from_numpy(seq_len), item_index=item_index,
+                             history_time=None if times is None else index.gather(times),
+                             target_time=None if self.target_time is None else self.target_time[rows_t])
 
     def __iter__(self) -> Iterator[SequenceBatch]:
         return self.batches_from(0)

@@ -81,10 +81,12 @@ class PrefetchingLoader:
 
 def pin(batch: SequenceBatch) -> SequenceBatch:
     """The batch in page-locked memory, so that ``batch.to(cuda, non_blocking=True)`` overlaps the copy."""
-    return SequenceBatch({k: v.pin_memory() for k, v in batch.batch_dict.items()},
-                         {k: v.pin_memory() for k, v in batch.item_dict.items()},
-                         batch.mask.pin_memory(), batch.history_length.pin_memory(), batch.item_index.pin_memory(),
-                         batch.global_rows)
+    pinned = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+    return batch._replace(batch_dict={k: v.pin_memory() for k, v in batch.batch_dict.items()},
+                          item_dict={k: v.pin_memory() for k, v in batch.item_dict.items()},
+                          mask=batch.mask.pin_memory(), history_length=batch.history_length.pin_memory(),
+                          item_index=batch.item_index.pin_memory(), history_time=pinned(batch.history_time),
+                          target_time=pinned(batch.target_time))
 
 
 def prefetching(loader: SequenceBatchLoader, device: torch.device, depth: Optional[int] = None):

@@ -11,6 +11,11 @@ Layout of ``<data_dir>/``::
     dataset_info.json               format version, label column, promises the files make, statistics,
                                     ``checksums``: per H5 file and column the CRC-32 of the array's bytes
 
+Time: a ``side/timestamp`` column of ``sequences.h5`` holds each behaviour's time, a ``timestamp`` column of a
+split the sample's own (impression) time; ``dataset_info.json`` says which (``time_source``: ``timestamp``,
+or ``position`` for a dataset without times, whose behaviours are then timed by their position in the
+user's sequence) and, where the writer knows it, ``time_unit`` (``s``, ``us``) and ``time_is_wallclock``.
+
 A sample's history is ``items[offsets[u] : offsets[u] + seq_len]``: nothing is duplicated per sample.
 Writers go through :func:`write_dataset`, which holds the folder's lock (:mod:`lainctr.atomic`), builds the
 folder under a temporary name and renames it, so an interrupted run never leaves a folder that looks complete;
@@ -50,6 +55,14 @@ def _required(value: Optional[int], feature: str, key: str) -> int:
     if value is None:
         raise ValueError(f"feature spec '{feature}' needs {key}")
     return value
+
+
+TIME_COLUMN = "timestamp"      # side column of sequences.h5 and optional split column
+
+
+def time_source(sequences: "UserSequences") -> str:
+    """``timestamp`` when the behaviours carry times, else ``position`` (time = position in the sequence)."""
+    return "timestamp" if TIME_COLUMN in sequences.side else "position"
 
 
 @dataclass
@@ -244,7 +257,7 @@ def _write_files(folder: str, splits: Mapping[str, Mapping[str, np.ndarray]], se
                  "label": feature_map["labels"][0], "splits": sorted(splits),
                  "num_users": sequences.num_users,
                  "num_items": int(len(next(iter(item_table.values())))),
-                 "num_behaviours": int(len(sequences.items)),
+                 "num_behaviours": int(len(sequences.items)), "time_source": time_source(sequences),
                  "num_samples": {s: int(len(c["user_index"])) for s, c in splits.items()}}
     full_info.update(info)
     full_info["checksums"] = checksums

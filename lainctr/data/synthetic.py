@@ -9,8 +9,17 @@
 * Samples are the user's most recent clicks (target = the next behaviour, label 1) plus non-clicked
   impressions at the same position (label 0) whose items partly share the user's interests. Positives
   relate to the history more closely than negatives do, so a sequence model clearly beats one without it.
+* Behaviours carry Unix timestamps (side column ``timestamp``, seconds) with the structure real logs have
+  (see :class:`TimeConfig`): sessions of behaviours a minute or so apart, separated by gaps of hours to days,
+  a new session being more likely where the user's category changes; each category has a peak hour of day
+  and a weekday/weekend lean, so *when* a user clicks says something about *what*. A sample's
+  ``timestamp`` is the time of the behaviour at its position (the impression the positive was clicked at),
+  the same for the positive and its negatives, so it carries no label. The ``hour`` context column
+  predates the timestamps and is independent of them.
 
-Everything is drawn from one seed: the same seed gives byte-identical files.
+Everything is drawn from one seed: the same seed gives byte-identical files. Timestamps come from a random
+stream of their own (seeded from the seed and :data:`TIME_STREAM`), so every other column is exactly what
+it was before timestamps had any structure.
 """
 from __future__ import annotations
 
@@ -24,6 +33,24 @@ from tqdm import tqdm
 from .store import FeatureSpec, UserSequences, build_feature_map_json, write_dataset
 
 LABEL = "label"
+TIME_STREAM = 0x7193   # the timestamps' random stream is seeded with (seed, TIME_STREAM)
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """Time structure of the synthetic behaviours (times in Unix seconds)."""
+    origin: int = 1_700_000_000          # 2023-11-14 (a Tuesday); users start within ``start_spread_days``
+    start_spread_days: float = 30.0
+    session_start_on_switch: float = 0.5  # P(new session) where the behaviour's category differs from the last
+    session_start_otherwise: float = 0.05
+    within_session_gap_s: float = 60.0    # mean gap inside a session (exponential, >= 1 s)
+    same_day_session: float = 0.35        # P(the next session is on the same day, if its hour is still ahead)
+    days_between_sessions: float = 0.45   # otherwise 1 + geometric(p) - 1 days later (mean ~ 2.2 days)
+    min_session_gap_s: float = 3600.0     # sessions are at least an hour apart
+    hour_sigma: float = 1.5               # a session starts at its category's peak hour + user offset + N(0, sigma)
+    user_hour_sigma: float = 2.0
+    weekend_lean_prob: float = 0.6        # P(a leaning category's session moves to its preferred part of the week)
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,7 @@ class SyntheticConfig:
     num_favourites: int
     zipf_exponent: float = 1.1
     seed: int = 2026
+    time: TimeConfig = TimeConfig()
 
     @property
     def num_items(self) -> int:
@@ -83,6 +111,49 @@ class _World:
     def popular_categories(self, n: int, rng: np.random.Generator) -> np.ndarray:
         idx = np.minimum(np.searchsorted(self.category_cdf, rng.random(n)), self.cfg.num_categories - 1)
         return self.category_order[idx]
+
+
+class _Clock:
+    """When categories are consumed: a peak hour of day each, and a lean towards weekdays (-1), weekends
+    (+1) or neither (0)."""
+
+    def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator):
+        self.cfg = cfg.time
+        self.peak_hour = rng.uniform(0, 24, cfg.num_categories)
+        self.weekend_lean = rng.choice([-1, 0, 1], size=cfg.num_categories, p=[0.3, 0.4, 0.3])
+
+    def timestamps(self, item_categories: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(length,) int64 non-decreasing Unix seconds of one user's behaviours, given their categories."""
+        t, length = self.cfg, len(item_categories)
+        switch = np.ones(length, dtype=bool)
+        switch[1:] = item_categories[1:] != item_categories[:-1]
+        starts = rng.random(length) < np.where(switch, t.session_start_on_switch, t.session_start_otherwise)
+        starts[0] = True
+        session = np.cumsum(starts) - 1
+        lead = item_categories[starts]
+        user_hour = rng.normal(0, t.user_hour_sigma)
+        hour = (self.peak_hour[lead] + user_hour + rng.normal(0, t.hour_sigma, len(lead))) % 24
+        day_gap = np.where(rng.random(len(lead)) < t.same_day_session, 0, rng.geometric(t.days_between_sessions, len(lead)))
+        lean_moves = rng.random(len(lead)) < t.weekend_lean_prob
+        fallback_gap = t.min_session_gap_s + rng.exponential(2 * 3600.0, len(lead))
+        within = np.maximum(1.0, rng.exponential(t.within_session_gap_s, length))
+        within[starts] = 0
+        offset_in_session = np.cumsum(within) - np.cumsum(within)[starts][session]
+        duration = np.bincount(session, weights=within)
+        day = t.origin // DAY + int(rng.uniform(0, t.start_spread_days))
+        start, end = np.zeros(len(lead), dtype=np.int64), -np.inf
+        for s in range(len(lead)):
+            day += day_gap[s]
+            weekday = (day + 3) % 7                      # 1970-01-01 was a Thursday; Monday = 0
+            if lean_moves[s] and self.weekend_lean[lead[s]] > 0 and weekday < 5:
+                day += 5 - weekday
+            elif lean_moves[s] and self.weekend_lean[lead[s]] < 0 and weekday >= 5:
+                day += 7 - weekday
+            candidate = day * DAY + hour[s] * 3600
+            start[s] = candidate if candidate >= end + t.min_session_gap_s else end + fallback_gap[s]
+            day = start[s] // DAY
+            end = start[s] + duration[s]
+        return (start[session] + offset_in_session).astype(np.int64)
 
 
 def _user_interests(cfg: SyntheticConfig, world: _World, length: int, rng: np.random.Generator):
@@ -126,7 +197,8 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
         (splits, sequences, item_table): see :func:`lainctr.data.store.write_dataset`.
     """
     rng = np.random.default_rng(cfg.seed)
-    world = _World(cfg, rng)
+    time_rng = np.random.default_rng([cfg.seed, TIME_STREAM])
+    world, clock = _World(cfg, rng), _Clock(cfg, time_rng)
     lengths = np.clip(np.round(rng.lognormal(np.log(cfg.median_length), cfg.length_sigma, cfg.num_users)),
                       cfg.min_length, cfg.max_length).astype(np.int64)
     sequences, timestamps, rows = [], [], []
@@ -136,7 +208,9 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
         favourites = world.items_of(categories[rng.choice(len(categories), cfg.num_favourites, p=weights)], rng)
         items, item_categories = _behaviours(cfg, world, length, categories, weights, favourites, rng)
         sequences.append(items)
-        timestamps.append(1_700_000_000 + np.cumsum(rng.exponential(3600.0, size=length)).astype(np.int64))
+        rng.exponential(3600.0, size=length)   # the main stream's old timestamp draws: keeps every column after them
+        times = clock.timestamps(item_categories, time_rng)
+        timestamps.append(times)
         num_samples = max(1, int(round(cfg.sample_fraction * length)))
         positions = np.arange(length - num_samples, length)
         rank = np.arange(num_samples) / num_samples
@@ -154,12 +228,14 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
             np.concatenate([np.ones(num_samples), np.zeros(num_samples * r)]),
             np.concatenate([hour_pos, hour_neg]) + 1,
             np.concatenate([split, np.repeat(split, r)]),
+            np.concatenate([times[positions], np.repeat(times[positions], r)]),
         ]).astype(np.int64))
     table = np.concatenate(rows)
     table = table[np.lexsort((table[:, 1], table[:, 2], table[:, 0]))]  # by user, time, item: stable
-    names = ("user_index", "item_index", "seq_len", LABEL, "hour")
-    dtypes = (np.int64, np.int64, np.int64, np.int8, np.int64)
-    splits = {name: {col: table[table[:, 5] == i, j].astype(dt) for j, (col, dt) in enumerate(zip(names, dtypes))}
+    names = ("user_index", "item_index", "seq_len", LABEL, "hour", None, "timestamp")
+    dtypes = (np.int64, np.int64, np.int64, np.int8, np.int64, None, np.int64)
+    splits = {name: {col: table[table[:, 5] == i, j].astype(dt) for j, (col, dt) in enumerate(zip(names, dtypes))
+                     if col is not None}
               for i, name in enumerate(("train", "valid", "test"))}
     item_ids = np.arange(cfg.num_items, dtype=np.int64)
     item_table = {"item_id": item_ids,
@@ -192,7 +268,7 @@ def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str
                        FeatureSpec("cate_id", "categorical", "item", vocab_size=cfg.num_categories + 1)])
     all_seq_len = np.concatenate([s["seq_len"] for s in splits.values()])
     info = {"source_format": "synthetic", "preset": preset, "generator": asdict(cfg),
-            "target_is_next_behaviour": True,
+            "target_is_next_behaviour": True, "time_unit": "s", "time_is_wallclock": True,
             "ctr": float(np.mean(np.concatenate([s[LABEL] for s in splits.values()]))),
             "length_statistics": length_statistics(sequences.lengths(), all_seq_len)}
     return write_dataset(data_dir, splits, sequences, item_table, feature_map, info)

@@ -59,6 +59,13 @@ def validate_sequences(file: str, offsets: np.ndarray, items: np.ndarray, num_it
         if len(values) != len(items):
             raise DataValidationError(file, f"side/{name}", None,
                                       f"length {len(values)} != number of behaviours {len(items)}")
+    if "timestamp" in side:
+        decreasing = np.diff(side["timestamp"]) < 0
+        user_starts = offsets[1:-1]
+        decreasing[user_starts[(user_starts > 0) & (user_starts < len(items))] - 1] = False   # a new user may start earlier
+        row = first_bad_row(decreasing)
+        if row is not None:
+            raise DataValidationError(file, "side/timestamp", row + 1, "timestamps decrease within a user's sequence")
 
 
 def validate_item_table(file: str, table: Mapping[str, np.ndarray], vocab: Dict[str, int]) -> int:

@@ -198,6 +198,10 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         if self.length_conditioner is not None:
             fuxictr_initialisation(self.length_conditioner)
 
+    def reads_time(self) -> bool:
+        """Whether any branch reads the behaviours' times (loaders for this model need ``times=True``)."""
+        return any(branch.reads_time() for _, branch in self.named_branches())
+
     @property
     def device(self) -> torch.device:
         """Where the parameters are (the trainer moves the model)."""
@@ -275,7 +279,8 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         context_emb = (self.embedding_layer(context, flatten_emb=True) if context else tokens.new_zeros(batch_size, 0))
         inputs = BranchInputs(target=tokens[:, -1], history=tokens[:, :-1], mask=mask,
                               history_length=batch.history_length, item_rows=batch.item_index,
-                              item_ids=item_ids, labels=labels)
+                              item_ids=item_ids, labels=labels, context=context_emb,
+                              history_time=batch.history_time, target_time=batch.target_time)
         return context_emb, inputs
 
     def length_conditions(self, mask: torch.Tensor, history_length: torch.Tensor) -> Dict[str, BranchCondition]:

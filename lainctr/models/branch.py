@@ -30,6 +30,10 @@ class BranchInputs(NamedTuple):
         item_ids: {item feature: (B, T + 1)} the raw values of every item feature for the same positions
             (e.g. categories for SIM's hard search and TWIN's cross features).
         labels: (B, 1) float clicks in training (for supervised auxiliary losses), else None.
+        context: (B, C) the embedded user/context features (C may be 0), as the head reads them.
+        history_time: (B, T) int64 times of the behaviours in the dataset's unit, 0 at padding; None when
+            the dataset has no times (``dataset_info`` ``time_source: position``).
+        target_time: (B,) int64 the sample's own time, or None when the split has none.
     """
     target: torch.Tensor
     history: torch.Tensor
@@ -38,6 +42,9 @@ class BranchInputs(NamedTuple):
     item_rows: torch.Tensor
     item_ids: Dict[str, torch.Tensor]
     labels: Optional[torch.Tensor]
+    context: Optional[torch.Tensor] = None
+    history_time: Optional[torch.Tensor] = None
+    target_time: Optional[torch.Tensor] = None
 
 
 class BranchOutput(NamedTuple):
@@ -85,6 +92,11 @@ class InterestBranch(nn.Module):
         """How many of the most recent behaviours' tokens this branch reads from ``inputs.history``
         (None = all of them). The model embeds only as many as its branches need."""
         return None
+
+    def reads_time(self) -> bool:
+        """Whether this branch reads ``inputs.history_time`` / ``target_time`` (the model's loaders gather
+        the times only when some branch does). Default: no."""
+        return False
 
     def prepare_inference(self, item_tokens: Callable[[], torch.Tensor]) -> None:
         """Hook before inference: cache what depends on the item table and the parameters only.
