@@ -54,6 +54,10 @@ def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, Any], root: str) -> s
         print(f"Building dataset {dataset_id} into {data_dir} (or waiting for a run that builds it)", flush=True)
         return store.build_once(data_dir, lambda folder: BUILDERS[builder](
             folder, dataset_id=dataset_id, **dict(dataset_cfg.get("builder_args") or {})))
+    if os.path.isdir(data_dir):
+        raise DatasetMissingError(
+            f"{data_dir}: an incomplete dataset folder ({store.INFO_FILE} missing: a conversion was interrupted or "
+            f"files were removed); convert it again:\n  {dataset_cfg.get('preprocess', '(no command configured)')}")
     raise DatasetMissingError(
         f"Dataset '{dataset_id}' is not at {data_dir}.\n\n"
         f"What to download:\n{dataset_cfg.get('download', '(no download instructions configured)')}\n"

@@ -75,6 +75,11 @@ def test_missing_real_dataset_says_what_to_download(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "RealData_x1" in err and "https://example.org/realdata" in err and "python -m data_preprocess.realdata" in err
+    (tmp_path / "data" / "RealData_x1").mkdir(parents=True)              # there, but without dataset_info.json
+    (tmp_path / "data" / "RealData_x1" / "train.h5").write_bytes(b"")
+    assert run_expid.main(["--expid", "DIN_realdata", "--config", str(tmp_path), "--data_root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "an incomplete dataset folder (dataset_info.json missing" in err and "python -m data_preprocess.realdata" in err
 
 
 def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
