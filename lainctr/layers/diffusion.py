@@ -54,15 +54,17 @@ class NoiseSchedule(nn.Module):
         if not bool(((betas > 0) & (betas < 1)).all()):
             raise ValueError(f"every beta must be in (0, 1); got [{betas.min():g}, {betas.max():g}]")
         self.num_steps = num_steps
-        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
+        # float64: 1 - abar and 1 - abar_t / abar_t' near t = 0 lose 3 digits in float32 (the coefficients are
+        # (B, c) tensors, cast to the interests' dtype)
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0), persistent=False)
 
     def add_noise(self, x0: torch.Tensor, step: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps: x0, noise (..., d), step (...) long -> (..., d)."""
         abar = self.alphas_cumprod[step].unsqueeze(-1)
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        return abar.sqrt().to(x0.dtype) * x0 + (1 - abar).sqrt().to(x0.dtype) * noise
 
     def posterior_coefficients(self, step: torch.Tensor, previous: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(c_0, c_t, sigma) of q(x_{t'} | x_t, x_0) = N(c_0 x_0 + c_t x_t, sigma^2 I) between respaced steps
+        """(c_0, c_t, sigma), float64, of q(x_{t'} | x_t, x_0) = N(c_0 x_0 + c_t x_t, sigma^2 I) between respaced steps
         t > t' (...): with a = abar_t, a' = abar_t', beta' = 1 - a / a',
         c_0 = sqrt(a') beta' / (1 - a), c_t = sqrt(1 - beta') (1 - a') / (1 - a), sigma^2 = beta' (1 - a') / (1 - a)."""
         a, a_prev = self.alphas_cumprod[step], self.alphas_cumprod[previous]
@@ -73,7 +75,7 @@ class NoiseSchedule(nn.Module):
     def posterior_step(self, x: torch.Tensor, x0: torch.Tensor, step: torch.Tensor, previous: torch.Tensor,
                        noise: torch.Tensor) -> torch.Tensor:
         """A draw of x_{t'} given x_t = x and the estimate x0, with standard normal ``noise`` (..., d)."""
-        c0, ct, sigma = (c.unsqueeze(-1) for c in self.posterior_coefficients(step, previous))
+        c0, ct, sigma = (c.unsqueeze(-1).to(x.dtype) for c in self.posterior_coefficients(step, previous))
         return c0 * x0 + ct * x + sigma * noise
 
     @staticmethod
@@ -116,21 +118,27 @@ class TimestepEmbedding(nn.Module):
 
 
 class DenoiserBlock(nn.Module):
-    """``Z = LN(Z + MHA(Z, Z, Z)); Z = LN(Z + MHA(Z, o, o)); Z = LN(Z + FFN(Z))`` (post-LN, no mask)."""
+    """``Z = LN(Z + MHA(Z, Z, Z)); Z = LN(Z + MHA(Z, o, o)); Z = LN(Z + FFN(Z))`` (post-LN, no mask).
+
+    The cross-attention has a single key, the channel vector o, so its softmax is 1 for every query and
+    head: MHA(Z, o, o) = W_o W_v o for every token. It is computed as that product (bias-free W_v, W_o);
+    the query and key projections would receive no gradient.
+    """
 
     def __init__(self, dim: int, num_heads: int, ffn_factor: int):
         super().__init__()
         self.self_attention = MultiHeadAttention(dim, num_heads)
         self.self_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.cross_attention = MultiHeadAttention(dim, num_heads)
+        self.cross_value = nn.Linear(dim, dim, bias=False)
+        self.cross_output = nn.Linear(dim, dim, bias=False)
         self.cross_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.ffn = FeedForward(dim, ffn_factor)
         self.ffn_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
 
-    def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """tokens: (N, c, d); condition: (N, m, d) the keys of the cross-attention -> (N, c, d)."""
+    def forward(self, tokens: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+        """tokens: (N, c, d); channel: (N, d) the cross-attention's single key o -> (N, c, d)."""
         tokens = self.self_norm(tokens + self.self_attention(tokens, tokens))
-        tokens = self.cross_norm(tokens + self.cross_attention(tokens, condition))
+        tokens = self.cross_norm(tokens + self.cross_output(self.cross_value(channel)).unsqueeze(1))
         return self.ffn_norm(tokens + self.ffn(tokens))
 
 
@@ -165,9 +173,9 @@ class Denoiser(nn.Module):
         own_slot = torch.eye(count, dtype=torch.bool, device=x.device).view(1, count, count, 1)
         tokens = torch.where(own_slot, x.unsqueeze(2), context.unsqueeze(1))                   # B x j x slot x d
         tokens = (tokens + self.timestep_embedding(step).unsqueeze(2)).view(batch * count, count, dim)
-        condition = channels.reshape(batch * count, 1, dim)
+        channel = channels.reshape(batch * count, dim)
         for block in self.blocks:
-            tokens = block(tokens, condition)
+            tokens = block(tokens, channel)
         slot = torch.arange(count, device=x.device)
         return tokens.view(batch, count, count, dim)[:, slot, slot]
 
