@@ -129,8 +129,21 @@ def test_channels_are_orthonormal_for_any_target():
     assert (nudged - channels).abs().max() < 1e-2                                        # continuous in q
 
 
-def test_empty_and_single_behaviour_rows(feature_map, model_kwargs, tiny_batch):
-    batch = truncate(truncate(tiny_batch, [0, 1, 2]), [3, 4], keep=1)
+def one_item_history(batch, row: int):
+    """``batch`` with every real behaviour of ``row`` replaced by its most recent one (all in one channel)."""
+    width = batch.mask.shape[1]
+    real = torch.zeros(batch.mask.shape[0], width + 1, dtype=torch.bool)
+    real[row, :width] = batch.mask[row] > 0
+    def repeat(values):
+        values = values.view(-1, width + 1)
+        return torch.where(real, values[:, width - 1:width], values).view(-1)
+    return batch._replace(item_dict={k: repeat(v) for k, v in batch.item_dict.items()},
+                          item_index=repeat(batch.item_index).view(-1, width + 1))
+
+
+def test_empty_single_and_one_channel_rows(feature_map, model_kwargs, tiny_batch):
+    """L = 0, L = 1 and a history all routed to one channel: finite outputs, losses and gradients."""
+    batch = one_item_history(truncate(truncate(tiny_batch, [0, 1, 2]), [3, 4], keep=1), 5)
     for name in ("DiffuMIN", "DiffuMIN_LAIN"):
         model = build_model(name, feature_map, model_kwargs)
         assert_finite_on_empty_histories(model, batch)
@@ -143,6 +156,7 @@ def test_empty_and_single_behaviour_rows(feature_map, model_kwargs, tiny_batch):
         out = model(batch).branches["long"].interest.view(len(mask), 2, -1, model.token_dim)
     assert not omie.interests[:3].any() and not out[:3].any()                             # L = 0: all zeros
     assert torch.equal((omie.kept_counts[3:5] > 0).sum(1), torch.tensor([1, 1]))            # L = 1: one channel
+    assert int((omie.routed_counts[5] > 0).sum()) == 1 and int(omie.routed_counts[5].sum()) == int(mask[5].sum()) > 5
     j = int(omie.kept_counts[3].argmax())
     a = history[3, -1] @ omie.channels[3, j]
     torch.testing.assert_close(omie.interests[3, j], a * history[3, -1])

@@ -197,10 +197,10 @@ class DiffusionInterestGenerator(nn.Module):
     and f_theta's output is read as x_0 in training and sampling alike (the public code noised to t_s but
     reversed from 9, and read the x_0 estimate as noise). Gradients flow through every iteration.
 
-    Randomness: in training (t_s, eps, xi) and the denoising loss's (t, eps) come from ``noise_generator``,
-    a CPU ``torch.Generator`` seeded from the global seed (+ 104729) when the module is built and kept in
-    the state dict (``get_extra_state``), so a resumed run draws what the original would have, on any
-    device. In eval they come from a fixed bank of ``noise_bank_size`` draws (from ``noise_bank_seed``;
+    Randomness: in training (t_s, eps, xi) and the denoising loss's (t, eps) follow ``noise_generator``, a
+    CPU ``torch.Generator`` seeded from the global seed (+ 104729) when the module is built and kept in the
+    state dict (``get_extra_state``), so a resumed run draws what the original would have
+    (:meth:`training_stream`). In eval they come from a fixed bank of ``noise_bank_size`` draws (from ``noise_bank_seed``;
     rebuilt at construction, not saved) at row (user * 1000003 + item * 10007 + seq_len) mod M: a
     prediction depends on its sample only, not on the batch or on earlier calls.
 
@@ -229,11 +229,19 @@ class DiffusionInterestGenerator(nn.Module):
 
     # ----- randomness ---------------------------------------------------------------------------
     def draw(self, batch_size: int, generator: torch.Generator) -> SamplingNoise:
-        """A fresh :class:`SamplingNoise` for ``batch_size`` rows (on the CPU)."""
-        shape = (batch_size, self.num_channels)
-        start = torch.randint(1, self.schedule.num_steps, shape, generator=generator)
-        noise = torch.randn(batch_size, max(self.sample_steps, 1), *shape[1:], self.dim, generator=generator)
+        """A fresh :class:`SamplingNoise` for ``batch_size`` rows, on the generator's device."""
+        shape, device = (batch_size, self.num_channels), generator.device
+        start = torch.randint(1, self.schedule.num_steps, shape, generator=generator, device=device)
+        noise = torch.randn(batch_size, max(self.sample_steps, 1), *shape[1:], self.dim, generator=generator,
+                            device=device)
         return SamplingNoise(start, noise)
+
+    def training_stream(self, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` seeded by the next draw of ``noise_generator``: the noise is drawn where it
+        is used (no host-to-device copy of (B, S, c, d) floats per step), yet the whole stream follows the one
+        CPU state that the state dict keeps (the numbers differ between CPU and CUDA, not between runs)."""
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.noise_generator))
+        return torch.Generator(device=device).manual_seed(seed)
 
     def bank_rows(self, user: torch.Tensor, item: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         """The bank row of every sample: (B,) user, target item row, seq_len -> (B,) long."""
@@ -241,10 +249,9 @@ class DiffusionInterestGenerator(nn.Module):
         return key % self.bank_start.shape[0]
 
     def sampling_noise(self, rows: torch.Tensor) -> SamplingNoise:
-        """Training: drawn from ``noise_generator``; eval: the bank's ``rows`` (B,)."""
+        """Training: fresh draws (:meth:`training_stream`); eval: the bank's ``rows`` (B,)."""
         if self.training:
-            drawn = self.draw(rows.shape[0], self.noise_generator)
-            return SamplingNoise(drawn.start.to(rows.device), drawn.noise.to(rows.device))
+            return self.draw(rows.shape[0], self.training_stream(rows.device))
         return SamplingNoise(self.bank_start[rows], self.bank_noise[rows])
 
     def get_extra_state(self) -> torch.Tensor:
@@ -280,12 +287,12 @@ class DiffusionInterestGenerator(nn.Module):
 
     def denoising_loss(self, interests: torch.Tensor, channels: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """L_d = mean over (b, j) with real behaviours of ||f_theta(x_t, t, j) - r_j||^2 / d, t ~ U{0..T_d - 1}
-        and eps ~ N(0, I) per sample and channel (from ``noise_generator``): interests, channels (B, c, d),
+        and eps ~ N(0, I) per sample and channel (:meth:`training_stream`): interests, channels (B, c, d),
         real (B, c) bool -> scalar (0 without a real channel)."""
-        batch = interests.shape[0]
-        step = torch.randint(0, self.schedule.num_steps, (batch, self.num_channels), generator=self.noise_generator)
-        noise = torch.randn(batch, self.num_channels, self.dim, generator=self.noise_generator)
-        step, noise = step.to(interests.device), noise.to(interests.device)
+        batch, generator = interests.shape[0], self.training_stream(interests.device)
+        step = torch.randint(0, self.schedule.num_steps, (batch, self.num_channels), generator=generator,
+                             device=interests.device)
+        noise = torch.randn(batch, self.num_channels, self.dim, generator=generator, device=interests.device)
         estimate = self.denoiser(self.schedule.add_noise(interests, step, noise), step, interests, channels)
         error = (estimate - interests).pow(2).mean(-1)
         return torch.where(real, error, torch.zeros_like(error)).sum() / real.sum().clamp(min=1)

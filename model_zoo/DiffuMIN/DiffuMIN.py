@@ -12,6 +12,7 @@ Spec: ``shared/docs/DIFFUMIN_SPEC.md``.
 from typing import Optional
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from lainctr.layers import LMASettings, prepend_prompts
@@ -85,8 +86,8 @@ class EncoderShortBranch(InterestBranch):
         if num_layers < 1:
             raise ValueError(f"short_layers must be >= 1, got {num_layers}")
         self.window = short_seq_len - 1
-        self.blocks = torch.nn.ModuleList(EncoderBlock(token_dim, num_heads, ffn_factor, lma=lma)
-                                          for _ in range(num_layers))
+        self.blocks = nn.ModuleList(EncoderBlock(token_dim, num_heads, ffn_factor, lma=lma)
+                                    for _ in range(num_layers))
 
     def token_window(self) -> int:
         return self.window
