@@ -176,8 +176,7 @@ class Denoiser(nn.Module):
         channel = channels.reshape(batch * count, dim)
         for block in self.blocks:
             tokens = block(tokens, channel)
-        slot = torch.arange(count, device=x.device)
-        return tokens.view(batch, count, count, dim)[:, slot, slot]
+        return torch.diagonal(tokens.view(batch, count, count, dim), dim1=1, dim2=2).transpose(1, 2)
 
 
 class SamplingNoise(NamedTuple):
