@@ -10,8 +10,8 @@ from lainctr.layers.contrastive import info_nce
 from lainctr.layers.diffusion import NoiseSchedule, beta_schedule
 from lainctr.layers.omie import orthonormal_channels, route, select_top_ratio
 from model_checks import (assert_finite_on_empty_histories, assert_lain_off_is_backbone, assert_output_shape,
-                          assert_padding_invariant, assert_window_respected, build_model, labels_of, model_inputs,
-                          predict, training_loss, truncate)
+                          assert_padding_invariant, assert_window_respected, build_model, labels_of, left_pad,
+                          model_inputs, predict, training_loss, truncate)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 NO_AUX = dict(diffusion_loss_weight=0.0, contrastive_loss_weight=0.0)
@@ -63,6 +63,18 @@ def test_garbage_at_padding_and_batch_composition_do_not_matter(feature_map, mod
                               mask=tiny_batch.mask[rows], history_length=tiny_batch.history_length[rows],
                               item_index=tiny_batch.item_index[rows])
     torch.testing.assert_close(predict(model, sub), baseline[rows], atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_training_forward(feature_map, model_kwargs, tiny_batch):
+    """Training noise is drawn per sample and channel, not per position: from the same generator state a
+    left-padded batch gets the same noise, predictions and auxiliary loss."""
+    model = build_model("DiffuMIN_LAIN", feature_map, model_kwargs)
+    state = copy.deepcopy(model.state_dict())
+    plain = train_forward(model, tiny_batch)
+    model.load_state_dict(state)
+    padded = train_forward(model, left_pad(tiny_batch, 7))
+    torch.testing.assert_close(padded.y_pred, plain.y_pred, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded.auxiliary_loss, plain.auxiliary_loss, atol=1e-5, rtol=1e-5)
 
 
 def test_behaviour_beyond_max_len_has_no_effect(feature_map, model_kwargs, tiny_dataset):
