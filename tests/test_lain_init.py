@@ -10,7 +10,7 @@ from model_checks import build_model, predict
 QK_ONLY = {"use_prompts": False, "use_temperature": False, "use_qk_conditioning": True}
 
 
-@pytest.mark.parametrize("backbone_name", ["DIN", "DIEN", "SIM", "SDIM", "TWIN", "SparseCTR"])
+@pytest.mark.parametrize("backbone_name", ["DIN", "DIEN", "SIM", "SDIM", "TWIN", "SparseCTR", "DiffuMIN"])
 def test_fresh_qk_conditioning_is_the_backbone(backbone_name, feature_map, model_kwargs, tiny_batch):
     backbone = build_model(backbone_name, feature_map, model_kwargs)
     variant = build_model(f"{backbone_name}_LAIN", feature_map, model_kwargs, **QK_ONLY)
@@ -23,7 +23,7 @@ def test_fresh_qk_conditioning_is_the_backbone(backbone_name, feature_map, model
     torch.testing.assert_close(predict(variant, tiny_batch), predict(backbone, tiny_batch), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("backbone_name", ["DIN", "DIEN", "SIM", "SDIM", "TWIN", "SparseCTR"])
+@pytest.mark.parametrize("backbone_name", ["DIN", "DIEN", "SIM", "SDIM", "TWIN", "SparseCTR", "DiffuMIN"])
 def test_backbone_parameters_are_paired(backbone_name, feature_map, model_kwargs):
     """Same seed: every parameter and buffer of X equals the one of the same name in X_LAIN (all of LAIN on)."""
     from lainctr.registry import get_model

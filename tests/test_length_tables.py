@@ -12,7 +12,7 @@ from lainctr.layers import LengthTemperature
 from lainctr.models import lain_parameters
 from lainctr.trainer import Trainer
 
-LAIN_MODELS = ["DIN_LAIN", "DIEN_LAIN", "SIM_LAIN", "SDIM_LAIN", "TWIN_LAIN", "SparseCTR_LAIN"]
+LAIN_MODELS = ["DIN_LAIN", "DIEN_LAIN", "SIM_LAIN", "SDIM_LAIN", "TWIN_LAIN", "SparseCTR_LAIN", "DiffuMIN_LAIN"]
 
 
 def perturb_lain(model, seed: int = 1) -> None:

@@ -122,13 +122,18 @@ class ConditionedLinear(nn.Module):
 class LengthModulation(nn.Module):
     """Base of every attention that LMA can modulate (MHTA, DIN's, the state attentions, TWIN's top-k): holds
     its :class:`LMASettings` and the temperature part. ``lma`` is a required argument of every subclass, so
-    no attention can be built without saying whether it is length-modulated."""
+    no attention can be built without saying whether it is length-modulated.
 
-    def __init__(self, lma: LMASettings):
+    ``softmax=False`` declares a module without a softmax over behaviours (DiffuMIN's hard per-channel
+    selection): LMA's temperature has nothing to rescale there, so none is built; query/key conditioning
+    (``lma.length_dim``) still applies.
+    """
+
+    def __init__(self, lma: LMASettings, *, softmax: bool = True):
         super().__init__()
         self.lma = lma
         self.temperature = (LengthTemperature(lma.temperature_pivot, lma.temperature_gamma_init, lma.learn_pivot)
-                            if lma.temperature else None)
+                            if lma.temperature and softmax else None)
 
     def scale_logits(self, logits: torch.Tensor, condition: Optional[BranchCondition]) -> torch.Tensor:
         """logits: (B, ..., n) divided by tau(L) of each row (unchanged without a condition)."""

@@ -279,8 +279,9 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         context_emb = (self.embedding_layer(context, flatten_emb=True) if context else tokens.new_zeros(batch_size, 0))
         inputs = BranchInputs(target=tokens[:, -1], history=tokens[:, :-1], mask=mask,
                               history_length=batch.history_length, item_rows=batch.item_index,
-                              item_ids=item_ids, labels=labels, context=context_emb,
-                              history_time=batch.history_time, target_time=batch.target_time)
+                              item_ids=item_ids, labels=labels,
+                              user_index=batch.batch_dict[self.feature_map.group_id or "user_index"],
+                              context=context_emb, history_time=batch.history_time, target_time=batch.target_time)
         return context_emb, inputs
 
     def length_conditions(self, mask: torch.Tensor, history_length: torch.Tensor) -> Dict[str, BranchCondition]:

@@ -30,6 +30,8 @@ class BranchInputs(NamedTuple):
         item_ids: {item feature: (B, T + 1)} the raw values of every item feature for the same positions
             (e.g. categories for SIM's hard search and TWIN's cross features).
         labels: (B, 1) float clicks in training (for supervised auxiliary losses), else None.
+        user_index: (B,) the user of every sample (the feature map's ``group_id`` column): in-batch losses
+            keep a user's other samples out of its negatives (DiffuMIN's CMIC).
         context: (B, C) the embedded user/context features (C may be 0), as the head reads them.
         history_time: (B, T) int64 times of the behaviours in the dataset's unit, 0 at padding; None when
             the dataset has no times (``dataset_info`` ``time_source: position``).
@@ -42,6 +44,7 @@ class BranchInputs(NamedTuple):
     item_rows: torch.Tensor
     item_ids: Dict[str, torch.Tensor]
     labels: Optional[torch.Tensor]
+    user_index: torch.Tensor
     context: Optional[torch.Tensor] = None
     history_time: Optional[torch.Tensor] = None
     target_time: Optional[torch.Tensor] = None
@@ -103,6 +106,13 @@ class InterestBranch(nn.Module):
         ``item_tokens()`` embeds every row of the item table, (N, d) (row 0 = padding). Default: nothing."""
 
 
+def recent_window(history: torch.Tensor, mask: torch.Tensor, window: int):
+    """The last ``window`` behaviours and their own mask: (B, W, d), (B, T) -> (B, w, d), (B, w),
+    w = min(T, window)."""
+    width = min(window, mask.shape[1])
+    return history[:, -width:], mask[:, -width:]
+
+
 class ShortTermBranch(InterestBranch):
     """The zoo's short-term branch: multi-head target attention over the last ``short_seq_len - 1``
     behaviours with their own mask (LongCTR masks this window with its neighbour's mask; see the model
@@ -125,9 +135,8 @@ class ShortTermBranch(InterestBranch):
         return self.window
 
     def window_of(self, history: torch.Tensor, mask: torch.Tensor):
-        """The last S - 1 behaviours and their own mask: (B, W, d), (B, T) -> (B, w, d), (B, w), w = min(T, S-1)."""
-        width = min(self.window, mask.shape[1])
-        return history[:, -width:], mask[:, -width:]
+        """The last S - 1 behaviours and their own mask (:func:`recent_window`)."""
+        return recent_window(history, mask, self.window)
 
     def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
         window, window_mask = self.window_of(inputs.history, inputs.mask)

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "synthetic_tiny_seed2026.json")
 MODELS = ("DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN",
-          "SparseCTR", "SparseCTR_LAIN")
+          "SparseCTR", "SparseCTR_LAIN", "DiffuMIN", "DiffuMIN_LAIN")
 RECORDED = ("num_params", "num_params_lain", "valid_AUC", "valid_gAUC", "valid_logloss",
             "test_AUC", "test_gAUC", "test_logloss")
 THREADS = 2

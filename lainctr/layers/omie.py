@@ -1,0 +1,145 @@
+"""OMIE, DiffuMIN's orthogonal multi-interest extractor (Lai et al., RecSys'25, arXiv 2508.15311).
+
+The target q is turned into c orthonormal directions (interest channels); every real behaviour is routed to
+the channel it projects on most; per channel the top-p % of its routed behaviours by projection are pooled
+into one interest. Spec: ``shared/docs/DIFFUMIN_SPEC.md`` section 3.1 (readings of the public code's
+defects in section 10).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from .attention import LengthModulation, LengthShift
+from .lain import BranchCondition, LMASettings
+
+QR_JITTER = 1e-6          # epsilon * J: keeps M full rank (q = 0 with b_c = 0 gives the identity channels)
+RATIO_ROUNDING = 1e-9     # ceil(p * n) computed as ceil(p * n - this): 0.1 * 30 is 3.0000000000000004 in floats
+
+
+class OMIEOutput(NamedTuple):
+    """What OMIE extracts from one batch.
+
+    Attributes:
+        channels: (B, c, d) O, orthonormal rows o_j.
+        interests: (B, c, d) r_j, the a-weighted mean over the channel's kept set S_j (0 for an empty set).
+        routed_counts: (B, c) n_j, real behaviours routed to each channel.
+        kept_counts: (B, c) |S_j| (LAIN's prompts included: they join every channel).
+        selected: (B, T, c) bool, behaviour t is in S_j (never a padded position).
+    """
+    channels: torch.Tensor
+    interests: torch.Tensor
+    routed_counts: torch.Tensor
+    kept_counts: torch.Tensor
+    selected: torch.Tensor
+
+
+def orthonormal_channels(matrix: torch.Tensor) -> torch.Tensor:
+    """O from M: (B, d, c) -> (B, c, d) with O O^T = I_c.
+
+    O = (Q diag(sgn R_ii))^T for the reduced QR of M + eps J. The sign fix makes R_ii > 0, so O is the
+    continuous Gram-Schmidt map of M's columns (Householder signs would flip a channel, and re-route its
+    behaviours, whenever a pivot crosses zero). Needs c <= d (``torch.linalg.qr`` differentiates the reduced
+    factorisation there).
+    """
+    jitter = QR_JITTER * torch.eye(matrix.shape[1], matrix.shape[2], dtype=matrix.dtype, device=matrix.device)
+    q, r = torch.linalg.qr(matrix + jitter, mode="reduced")
+    signs = torch.where(torch.diagonal(r, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(matrix.dtype)
+    return (q * signs.unsqueeze(1)).transpose(1, 2)
+
+
+def route(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """rho_t = argmax_j a_{t,j} of every real behaviour (ties: the lowest j): (B, T, c), (B, T) -> (B, T, c)
+    bool, one True per real behaviour, none on padding."""
+    routed = nn.functional.one_hot(scores.argmax(-1), scores.shape[-1]).bool()
+    return routed & mask.unsqueeze(-1)
+
+
+def select_top_ratio(scores: torch.Tensor, routed: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """S_j: the ceil(p * n_j) routed-to-j behaviours with the largest a_{t,j}, the more recent first on ties.
+
+    Positions not routed to j (padding included) score -inf, so they sort after every routed behaviour and,
+    as at most n_j are kept, are never selected. The sort runs over the reversed sequence with a stable
+    order, which puts the more recent of two equal scores first; extra left padding only appends -inf
+    entries, so the selection does not depend on the padded width.
+
+    Args:
+        scores: (B, T, c) a; routed: (B, T, c) bool (:func:`route`); keep_ratio: p in (0, 1].
+    Returns:
+        (B, T, c) bool.
+    """
+    keep = torch.ceil(routed.sum(1).double() * keep_ratio - RATIO_ROUNDING).long()              # B x c
+    ranked = scores.detach().masked_fill(~routed, float("-inf")).flip(1)
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices                      # B x T x c
+    rank = torch.arange(scores.shape[1], device=scores.device).view(1, -1, 1)
+    kept = torch.zeros_like(routed).scatter(1, order, rank < keep.unsqueeze(1))
+    return kept.flip(1)
+
+
+class OrthogonalInterestExtractor(LengthModulation):
+    """OMIE: M = reshape(W_c q + b_c, [d, c]) -> O (:func:`orthonormal_channels`); a = S O^T; routing; top-p %
+    per channel; r_j = sum_{t in S_j} a_{t,j} s_t / max(|S_j|, 1).
+
+    Routing and selection are hard; W_c learns through the weights a_{t,j} of the pool (and, in DiffuMIN,
+    through O in the denoiser's cross-attention).
+
+    LAIN (``lma.length_dim > 0``): the channels come from W_c q + b_c + W_ce e_len (length-conditioned
+    channels) and every score gets a per-channel shift a_{t,j} += o_j . W_ke e_len (it moves routing, not the
+    order within a channel); both shifts are zero at initialisation. There is no softmax here, so no
+    temperature. Prompts P (B, k, d) join every channel's set with weight a_{p,j} = P_p . o_j (+ the same
+    shift), bypassing routing and top-p, and count in |S_j|.
+
+    Args:
+        token_dim: d; num_channels: c (<= d); keep_ratio: p in (0, 1]; lma: the length modulation.
+    """
+
+    def __init__(self, token_dim: int, num_channels: int, keep_ratio: float, *, lma: LMASettings):
+        super().__init__(lma, softmax=False)
+        if not 1 <= num_channels <= token_dim:
+            raise ValueError(f"num_channels must be in [1, d = {token_dim}] (reduced QR), got {num_channels}")
+        if not 0 < keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+        self.token_dim, self.num_channels, self.keep_ratio = token_dim, num_channels, keep_ratio
+        self.channel_projection = nn.Linear(token_dim, num_channels * token_dim)                # W_c, b_c
+        self.channel_shift = LengthShift(lma.length_dim, num_channels * token_dim) if lma.length_dim else None
+        self.key_shift = LengthShift(lma.length_dim, token_dim) if lma.length_dim else None
+
+    def channels(self, target: torch.Tensor, length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """O of each target: (B, d) -> (B, c, d)."""
+        flat = self.channel_projection(target)
+        if self.channel_shift is not None and length_embedding is not None:
+            flat = flat + self.channel_shift(length_embedding)
+        return orthonormal_channels(flat.view(-1, self.token_dim, self.num_channels))
+
+    def scores(self, tokens: torch.Tensor, channels: torch.Tensor,
+               length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """a = tokens O^T (+ LAIN's per-channel shift): (B, n, d), (B, c, d) -> (B, n, c)."""
+        scores = torch.bmm(tokens, channels.transpose(1, 2))
+        if self.key_shift is not None and length_embedding is not None:
+            scores = scores + torch.bmm(channels, self.key_shift(length_embedding).unsqueeze(-1)).transpose(1, 2)
+        return scores
+
+    def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                condition: Optional[BranchCondition] = None) -> OMIEOutput:
+        """
+        Args:
+            target: (B, d); history: (B, T, d) pre-padded; mask: (B, T) bool, True = real behaviour.
+            condition: LAIN's (e_len for the shifts, prompts), or None.
+        """
+        embedding = condition.length_embedding if condition is not None else None
+        channels = self.channels(target, embedding)
+        scores = self.scores(history, channels, embedding)                                     # B x T x c
+        routed = route(scores, mask)
+        selected = select_top_ratio(scores, routed, self.keep_ratio)
+        weights = torch.where(selected, scores, torch.zeros_like(scores))
+        pooled = torch.bmm(weights.transpose(1, 2), history)                                    # B x c x d
+        kept = selected.sum(1)
+        prompts = condition.prompts if condition is not None else None
+        if prompts is not None:
+            pooled = pooled + torch.bmm(self.scores(prompts, channels, embedding).transpose(1, 2), prompts)
+            kept = kept + prompts.shape[1]
+        interests = pooled / kept.clamp(min=1).unsqueeze(-1).to(pooled.dtype)
+        return OMIEOutput(channels, interests, routed.sum(1), kept, selected)
+

@@ -1,0 +1,150 @@
+"""DiffuMIN (Lai et al., RecSys'25, arXiv 2508.15311) in the zoo's two-branch layout.
+
+Long branch: OMIE splits the target into c orthonormal interest channels, routes every real behaviour to
+its closest channel and pools the top-p % of each channel into r_j; DMIG regenerates every channel's
+interest r*_j with a conditional diffusion model from a noised copy, the other channels and the channel
+vector; CMIC ties r_j and r*_j of the same user with an in-batch InfoNCE loss. Short branch: a small
+post-LN Transformer over the last ``short_seq_len - 1`` behaviours and the target, read at the target slot.
+Loss: BCE + diffusion_loss_weight * L_d + contrastive_loss_weight * L_cl (training only).
+
+Spec: ``shared/docs/DIFFUMIN_SPEC.md``.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lainctr.layers import LMASettings, prepend_prompts
+from lainctr.layers.contrastive import ContrastiveCalibrator
+from lainctr.layers.diffusion import DiffusionInterestGenerator
+from lainctr.layers.lain import BranchCondition
+from lainctr.layers.omie import OrthogonalInterestExtractor
+from lainctr.layers.transformer import EncoderBlock
+from lainctr.models import BranchInputs, BranchOutput, InterestBranch, SequenceCTRModel
+from lainctr.models.branch import recent_window
+
+SHORT_ENCODERS = ("transformer", "attention")
+
+
+class MultiInterestBranch(InterestBranch):
+    """OMIE + DMIG (+ the weighted L_d and L_cl in training): interest [r_1 .. r_c, r*_1 .. r*_c], (B, 2 c d).
+
+    r_j is fed raw to the head; DMIG and CMIC work on the unit r_j / ||r_j||. A channel whose set S_j is
+    empty has r_j = r*_j = 0 (no generation); the losses count only channels holding a real behaviour
+    (with LAIN, prompts fill every set but do not make a channel count).
+
+    Args:
+        extractor: OMIE; generator: DMIG; calibrator: CMIC, or None (contrastive_loss_weight 0).
+        diffusion_loss_weight / contrastive_loss_weight: lambda_1, lambda_2 (0 = that loss is not computed).
+    """
+
+    def __init__(self, extractor: OrthogonalInterestExtractor, generator: DiffusionInterestGenerator,
+                 calibrator: Optional[ContrastiveCalibrator], diffusion_loss_weight: float,
+                 contrastive_loss_weight: float):
+        super().__init__(2 * extractor.num_channels * extractor.token_dim, accepts_prompts=True, accepts_lma=True)
+        self.extractor, self.generator, self.calibrator = extractor, generator, calibrator
+        self.diffusion_loss_weight, self.contrastive_loss_weight = diffusion_loss_weight, contrastive_loss_weight
+
+    def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
+        omie = self.extractor(inputs.target, inputs.history, inputs.mask, condition)
+        unit = F.normalize(omie.interests, dim=-1)
+        rows = self.generator.bank_rows(inputs.user_index, inputs.item_rows[:, -1], inputs.history_length)
+        generated = self.generator.generate(unit, omie.channels, omie.kept_counts > 0, rows)
+        auxiliary_loss = self.auxiliary_loss(unit, generated, omie.channels, omie.routed_counts > 0,
+                                             inputs.user_index) if self.training else None
+        interest = torch.cat([omie.interests, generated], dim=1).flatten(1)
+        return BranchOutput(interest, auxiliary_loss=auxiliary_loss)
+
+    def auxiliary_loss(self, unit: torch.Tensor, generated: torch.Tensor, channels: torch.Tensor,
+                       real: torch.Tensor, user: torch.Tensor) -> Optional[torch.Tensor]:
+        """lambda_1 L_d + lambda_2 L_cl over the channels with a real behaviour (None when both weights are 0).
+        The denoising loss draws its noise after the generation, so the generation does not depend on it."""
+        losses = []
+        if self.diffusion_loss_weight > 0:
+            losses.append(self.diffusion_loss_weight * self.generator.denoising_loss(unit, channels, real))
+        if self.calibrator is not None:
+            losses.append(self.contrastive_loss_weight * self.calibrator(unit, generated, real, user))
+        return sum(losses) if losses else None
+
+
+class EncoderShortBranch(InterestBranch):
+    """The short-term encoder: H = [P; s_(T-w+1) .. s_T; q] (LAIN's prompts P first, if any) through N_s
+    post-LN encoder blocks with a key-padding mask (the target slot is always valid), no position embedding;
+    the interest is H at the target slot, (B, d). Its own weights (the public code reuses the denoiser's).
+
+    Args:
+        token_dim: d; short_seq_len: S (window w = S - 1); num_layers: N_s; num_heads / ffn_factor: the blocks';
+        lma: the blocks' length modulation (query/key conditioning and tau(L) on every self-attention).
+    """
+
+    def __init__(self, token_dim: int, short_seq_len: int, num_layers: int, num_heads: int, ffn_factor: int, *,
+                 lma: LMASettings):
+        super().__init__(token_dim, accepts_prompts=True, accepts_lma=True)
+        if short_seq_len < 2:
+            raise ValueError(f"short_seq_len must be >= 2 (the window holds short_seq_len - 1 items), got {short_seq_len}")
+        if num_layers < 1:
+            raise ValueError(f"short_layers must be >= 1, got {num_layers}")
+        self.window = short_seq_len - 1
+        self.blocks = nn.ModuleList(EncoderBlock(token_dim, num_heads, ffn_factor, lma=lma)
+                                    for _ in range(num_layers))
+
+    def token_window(self) -> int:
+        return self.window
+
+    def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
+        window, window_mask = recent_window(inputs.history, inputs.mask, self.window)
+        target_mask = inputs.mask.new_ones(inputs.mask.shape[0], 1)
+        tokens, mask = prepend_prompts(torch.cat([window, inputs.target.unsqueeze(1)], dim=1),
+                                       torch.cat([window_mask, target_mask], dim=1), condition)
+        for block in self.blocks:
+            tokens = block(tokens, mask, condition)
+        return BranchOutput(tokens[:, -1])
+
+
+class DiffuMIN(SequenceCTRModel):
+    """
+    Args:
+        num_channels: c, interest channels (<= the token width d).
+        keep_ratio: p, the share of each channel's routed behaviours it pools (top-p % by projection).
+        diffusion_steps / beta_schedule / beta_start / beta_end: the DDPM's T_d and beta_t (``linear`` or
+            ``cosine``).
+        sample_steps: S_g, reverse iterations of a generation (the inference cost knob; 0 = the noised start).
+        denoiser_layers / num_heads / ffn_factor: the denoiser's blocks (num_heads and ffn_factor also the
+            short encoder's).
+        diffusion_loss_weight / contrastive_loss_weight: lambda_1, lambda_2 (0 switches a loss off: it is not
+            computed and CMIC's heads are not built).
+        contrastive_temperature: tau_cl.
+        noise_bank_size / noise_bank_seed: the fixed eval noise (see :class:`DiffusionInterestGenerator`).
+        use_short_branch: add the short-term branch; short_encoder: ``transformer`` (the paper's encoder over
+            [window; target]) or ``attention`` (the zoo's MHTA short branch, attention width d);
+        short_layers: N_s of the transformer encoder.
+        **kwargs: see :class:`~lainctr.models.SequenceCTRModel`.
+    """
+
+    def __init__(self, feature_map, model_id: str = "DiffuMIN", num_channels: int = 4, keep_ratio: float = 0.2,
+                 diffusion_steps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4,
+                 beta_end: float = 0.02, sample_steps: int = 10, denoiser_layers: int = 2, num_heads: int = 2,
+                 ffn_factor: int = 3, diffusion_loss_weight: float = 0.01, contrastive_loss_weight: float = 0.001,
+                 contrastive_temperature: float = 0.05, noise_bank_size: int = 1024, noise_bank_seed: int = 0,
+                 use_short_branch: bool = True, short_encoder: str = "transformer", short_layers: int = 2, **kwargs):
+        super().__init__(feature_map, model_id=model_id, **kwargs)
+        d = self.token_dim
+        if d % 2 or d < 4:
+            raise ValueError(f"the token width d = {d} must be even and >= 4 (sinusoidal step embedding)")
+        if diffusion_loss_weight < 0 or contrastive_loss_weight < 0:
+            raise ValueError(f"loss weights must be >= 0, got {diffusion_loss_weight}, {contrastive_loss_weight}")
+        if short_encoder not in SHORT_ENCODERS:
+            raise ValueError(f"short_encoder must be one of {SHORT_ENCODERS}, got '{short_encoder}'")
+        extractor = OrthogonalInterestExtractor(d, num_channels, keep_ratio, lma=self.lma_settings("long"))
+        generator = DiffusionInterestGenerator(d, num_channels, diffusion_steps, beta_schedule, beta_start, beta_end,
+                                               sample_steps, denoiser_layers, num_heads, ffn_factor,
+                                               noise_bank_size, noise_bank_seed)
+        calibrator = ContrastiveCalibrator(d, contrastive_temperature) if contrastive_loss_weight > 0 else None
+        self.add_branch("long", MultiInterestBranch(extractor, generator, calibrator, diffusion_loss_weight,
+                                                    contrastive_loss_weight))
+        if use_short_branch and short_encoder == "transformer":
+            self.add_branch("short", EncoderShortBranch(d, self.short_seq_len, short_layers, num_heads, ffn_factor,
+                                                        lma=self.lma_settings("short")))
+        elif use_short_branch:
+            self.add_short_branch(d, num_heads, 0.0)
