@@ -157,7 +157,8 @@ def test_a_run_never_evaluates_a_checkpoint_it_did_not_write(data_root, tmp_path
 
 @pytest.mark.parametrize("key,value,expected", [("learning_rate", "fast", "a number > 0"),
                                                 ("learning_rate", "1e-3", "YAML reads 1e-3 as a string"),
-                                                ("optimizer", "adamm", "one of"), ("early_stop_patience", 1.5, "integer")])
+                                                ("optimizer", "adamm", "one of"), ("early_stop_patience", 1.5, "integer"),
+                                                ("loss", "__import__('os').system('touch PWNED')", "one of")])
 def test_wrong_option_types_name_key_value_and_expectation(key, value, expected, data_root, tmp_path, capsys):
     config_dir = write_configs(tmp_path, f"""
         DIN_bad:
@@ -168,6 +169,7 @@ def test_wrong_option_types_name_key_value_and_expectation(key, value, expected,
     assert run_expid.main(["--expid", "DIN_bad", "--config", config_dir, "--data_root", str(data_root)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {key}: {value!r}") and expected in err
+    assert not os.path.exists("PWNED") and not os.path.exists(os.path.join(config.zoo_root(), "PWNED"))
 
 
 def test_dataset_registered_in_datasets_local_yaml_runs(tmp_path, monkeypatch):

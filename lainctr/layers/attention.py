@@ -280,7 +280,9 @@ class DINAttention(LengthModulation):
             per_row = per_row + key_shift @ w_key.t() + (query * key_shift) @ w_prod.t()
         hidden = torch.addmm(per_row.repeat_interleave(keys.shape[1], dim=0),
                              keys.reshape(-1, keys.shape[-1]), w_key.t())
-        hidden = torch.addmm(hidden, (query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1]), w_prod.t())
+        # in place (no second (B*n, h) buffer); the casts are no-ops except under autocast, where hidden is bf16
+        products = (query.unsqueeze(1) * keys).reshape(-1, keys.shape[-1])
+        hidden = hidden.addmm_(products.to(hidden.dtype), w_prod.t().to(hidden.dtype))
         return rest(hidden).view(keys.shape[:2])                                                # 2-D for Dice's BN
 
     def forward(self, target: torch.Tensor, sequence: torch.Tensor, mask: torch.Tensor,

@@ -131,6 +131,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
                                  dropout_rates=net_dropout, batch_norm=batch_norm)
         self.length_conditioner: Optional[LengthConditioner] = None
         self._caches: List[InferenceCache] = []
+        self._parameter_owners: List[nn.Module] = []
         self._cached_for: Optional[tuple] = None     # parameter versions the inference caches were built for
 
     # ----- construction ------------------------------------------------------------------------
@@ -166,6 +167,7 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         if self.lain_config:
             self.length_conditioner = self.build_length_conditioner()
         self._caches = [m for m in self.modules() if isinstance(m, InferenceCache)]
+        self._parameter_owners = [m for m in self.modules() if m._parameters]
 
     def _check_lma(self) -> None:
         """Every branch's length-modulated attentions carry exactly the model's settings for that branch."""
@@ -224,13 +226,19 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
             self.invalidate_inference_caches()
         return super().train(mode)
 
+    def _current_versions(self) -> tuple:
+        """:func:`parameter_versions` of every parameter, read from the modules that own parameters (listed once
+        at assembly; a weight load with ``assign=True`` replaces parameters, not modules): every inference
+        forward of a model with caches asks, so no recursive ``parameters()`` walk."""
+        return parameter_versions(p for m in self._parameter_owners for p in m._parameters.values() if p is not None)
+
     def _caches_current(self) -> None:
         """Drop the caches if a parameter changed since they were built (e.g. a weight load)."""
-        if self._cached_for is not None and self._cached_for != parameter_versions(self.parameters()):
+        if self._cached_for is not None and self._cached_for != self._current_versions():
             self.invalidate_inference_caches()
 
     def _mark_caches_built(self) -> None:
-        self._cached_for = parameter_versions(self.parameters())
+        self._cached_for = self._current_versions()
 
     def prepare_inference(self, item_table: Dict[str, torch.Tensor]) -> None:
         """Let every branch cache what depends on the item table (``dataset.item_table``: {feature: (N, ...)},
