@@ -16,7 +16,7 @@ import shutil
 import signal
 import threading
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 from filelock import FileLock
 
@@ -44,6 +44,21 @@ def temp_path(target: str) -> str:
     """A fresh temporary sibling of ``target``: ``.<name>.tmp-<8 hex>``."""
     target = os.path.abspath(target)
     return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def write_atomically(target: str, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` into a fresh :func:`temp_path` of ``target``, then rename it onto ``target``: an interrupted
+    write (a kill, a full disk) leaves the previous file and no half-written one; a failed write removes its
+    temporary, a killed one leaves it for :func:`remove_stale_temps`."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    tmp = temp_path(target)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def remove_stale_temps(target: str) -> None:

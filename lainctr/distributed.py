@@ -52,8 +52,7 @@ class ProcessGroup:
         """Every rank's arrays (same keys, 1-D, any lengths) concatenated in rank order, on every rank."""
         if not self.distributed:
             return arrays
-        gathered: list = [None] * self.world_size
-        dist.all_gather_object(gathered, arrays)
+        gathered = self.gather_objects(arrays)
         return {key: np.concatenate([part[key] for part in gathered]) for key in arrays}
 
     def gather_objects(self, value) -> list:

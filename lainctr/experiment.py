@@ -21,6 +21,7 @@ from fuxictr.pytorch.torch_utils import seed_everything
 from . import __version__, registry
 from . import config as config_lib
 from .analysis.summary import run_summary
+from .atomic import write_atomically
 from .data import store, synthetic
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
@@ -29,7 +30,7 @@ from .distributed import init_from_environment
 from .metrics import DEFAULT_LENGTH_BUCKETS
 from .models import lain_parameter_count, model_keys
 from .paths import data_root as resolve_data_root
-from .paths import zoo_root
+from .paths import zoo_path, zoo_root
 from .results import append_result, read_table
 from .trainer import Trainer
 from .training_options import TrainerOptions
@@ -132,14 +133,11 @@ def resumable_run(run_dir: str, params: Dict[str, Any]) -> tuple:
     return os.path.basename(os.path.normpath(run_dir)).rsplit("_", 1)[-1], os.path.abspath(run_dir)
 
 
-def _zoo_path(path: str) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(zoo_root(), path))
-
-
 def _write_json(path: str, content: object) -> None:
-    with open(path + ".tmp", "w") as fd:
-        json.dump(content, fd, indent=1, default=str)
-    os.replace(path + ".tmp", path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fd:
+            json.dump(content, fd, indent=1, default=str)
+    write_atomically(path, write)
 
 
 def build_model(params: Dict[str, Any], feature_map: FeatureMap, model_id: Optional[str] = None):
@@ -168,9 +166,9 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     dataset_cfg = config_lib.load_dataset_config(dataset_id, config_dir)
     seed = int(run.get("seed", 2026))
     model_id = f"{expid}_{tag.replace(':', '_')}_seed{seed}" if tag else f"{expid}_seed{seed}"
-    model_root = os.path.normpath(os.path.join(zoo_root(), str(trainer_keys.get("model_root", "checkpoints"))))
+    model_root = zoo_path(str(trainer_keys.get("model_root", "checkpoints")))
     options = TrainerOptions(**dict(trainer_keys, model_root=model_root, gpu=gpu))
-    results_path = _zoo_path(results_file or run.get("results_file") or os.path.join("results", "results.csv"))
+    results_path = zoo_path(results_file or run.get("results_file") or os.path.join("results", "results.csv"))
     read_table(results_path)   # a malformed results file fails now, not after the training
     group = init_from_environment(gpu)
     data_dir = ensure_dataset(dataset_id, dataset_cfg, resolve_data_root(data_root))

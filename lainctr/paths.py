@@ -21,6 +21,11 @@ def zoo_root() -> str:
     raise FileNotFoundError(f"cannot find the zoo (a folder with model_zoo/); set ${ZOO_ROOT_ENV}")
 
 
+def zoo_path(path: str) -> str:
+    """``path`` as given when absolute, else relative to the zoo (configs name ``./results/...`` and the like)."""
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(zoo_root(), path))
+
+
 def data_root(override: Optional[str] = None) -> str:
     """Root of all dataset folders: ``--data_root``, else $LAINCTR_DATA_ROOT, else ``<zoo>/data``."""
     return os.path.abspath(override or os.environ.get(DATA_ROOT_ENV) or os.path.join(zoo_root(), "data"))

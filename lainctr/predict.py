@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import config as config_lib  # noqa: E402
+from .atomic import write_atomically  # noqa: E402
 from .data.dataset import load_dataset  # noqa: E402
 from .data.loader import SequenceBatchLoader  # noqa: E402
 from .errors import USER_ERRORS, InputFileError  # noqa: E402
@@ -56,9 +57,9 @@ def predict_split(run_dir: str, split: str = "test", data_root: Optional[str] = 
     if dataset.label in columns:
         out[dataset.label] = columns[dataset.label]
     out["score"], out["history_length"] = arrays["y_pred"], arrays["history_length"]
-    labels = [bucket_label(low, high) for low, high in bucket_edges(params.get("length_buckets", DEFAULT_LENGTH_BUCKETS))]
-    edges = [low for low, _ in bucket_edges(params.get("length_buckets", DEFAULT_LENGTH_BUCKETS))][1:]
-    out["bucket"] = np.asarray(labels)[np.searchsorted(edges, arrays["history_length"], side="right")]
+    edges = bucket_edges(params.get("length_buckets", DEFAULT_LENGTH_BUCKETS))
+    labels = np.asarray([bucket_label(low, high) for low, high in edges])
+    out["bucket"] = labels[np.searchsorted([low for low, _ in edges[1:]], arrays["history_length"], side="right")]
     return out
 
 
@@ -71,9 +72,8 @@ def main(argv=None) -> None:
     parser.add_argument("--gpu", type=int, default=-1)
     args = parser.parse_args(argv)
     scores = predict_split(args.run_dir, args.split, args.data_root, args.gpu)
-    tmp = f"{args.out}.tmp-{os.getpid()}"
-    (scores.to_csv(tmp, index=False) if args.out.endswith(".csv") else scores.to_parquet(tmp, index=False))
-    os.replace(tmp, args.out)
+    write_atomically(args.out, lambda tmp: scores.to_csv(tmp, index=False) if args.out.endswith(".csv")
+                     else scores.to_parquet(tmp, index=False))
     print(f"{len(scores)} scores of {args.split} written to {args.out}")
 
 

@@ -14,7 +14,6 @@ import contextlib
 import csv
 import glob
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List
@@ -74,17 +73,13 @@ def append_result(path: str, row: Dict[str, Any]) -> None:
         _remove_leftovers(path)
         table = read_table(path)
         columns = table.columns + [c for c in row if c not in table.columns]
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                   prefix=f".{os.path.basename(path)}.tmp-", suffix=".csv")
-        try:
-            with os.fdopen(fd, "w", newline="") as out:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as out:
                 writer = csv.DictWriter(out, fieldnames=columns, restval="")
                 writer.writeheader()
                 writer.writerows(table.rows + [row])
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic.write_atomically(path, write)
 
 
 def _remove_leftovers(path: str) -> None:

@@ -213,14 +213,16 @@ class Trainer:
             self.total_steps += 1
             samples += batch.mask.shape[0]
             train_loss += self.train_step(batch, batch_index, steps_per_epoch)
-            if self.total_steps % self._eval_steps == 0:
+            validated = self.total_steps % self._eval_steps == 0
+            if validated:
                 logging.info("Train loss: %.6f (%.0f samples/s)", train_loss / self._eval_steps,
                              samples / max(time.time() - start, 1e-9))
                 train_loss = 0.0
                 self.validate(valid_loader)
+            preempted = self._preempted()     # after the validation: a SIGTERM during it stops at this step
+            if validated or preempted:          # one resume point at this position
                 self.save_resume_point(batch_index + 1, steps_per_epoch)
-            if self._preempted():
-                self.save_resume_point(batch_index + 1, steps_per_epoch)
+            if preempted:
                 raise Preempted(f"stopped by SIGTERM at epoch {self.epoch_index + 1} batch {batch_index + 1}; "
                                 f"resume point {self.resume_path}")
             if self._stop:

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
-import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterator
 
 import numpy as np
 import torch
+
+from .atomic import write_atomically
 
 RESUME_FILE = "last.ckpt"
 
@@ -30,18 +30,8 @@ def restore_rng_states(states: Dict[str, Any]) -> None:
 
 
 def atomic_torch_save(content: object, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: an interrupted write (a kill, a full
-    disk) leaves the previous file intact and no half-written one under ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(content, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`lainctr.atomic.write_atomically`: never a half-written file under ``path``."""
+    write_atomically(path, lambda tmp: torch.save(content, tmp))
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from .analysis.ablation import LABELS, ablation_overrides, ablation_table, infer
 from .analysis.stats import mean_std
 from .errors import USER_ERRORS
 from .metrics import DEFAULT_METRICS
-from .paths import zoo_root
+from .paths import zoo_path
 
 TUNER_KEYS = {"base_expid", "tuner_space", "seeds", "monitor", "monitor_mode", "results_file", "out_dir",
               "config_dir"}
@@ -51,10 +51,6 @@ __all__ = ["GridPoint", "ablation_overrides", "expand_grid", "load_tuner_config"
 def _default_runner() -> Runner:
     from . import experiment  # imported here: it loads torch and fuxictr
     return experiment.run_experiment
-
-
-def _zoo_path(path: str) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(zoo_root(), path))
 
 
 def _float(value: object) -> float:
@@ -228,7 +224,7 @@ def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[
     """
     tuner = load_tuner_config(config_path)
     stem = os.path.splitext(os.path.basename(config_path))[0]
-    out_dir = _zoo_path(out_dir or tuner.get("out_dir") or os.path.join("results", "tuner", stem))
+    out_dir = zoo_path(out_dir or tuner.get("out_dir") or os.path.join("results", "tuner", stem))
     base_params = config_lib.load_config(str(tuner["base_expid"]), tuner.get("config_dir"))
     points = expand_grid(tuner, base_params, check_keys)
     config_dir = os.path.join(out_dir, "configs")
@@ -236,7 +232,7 @@ def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[
     seeds = list(seeds or tuner.get("seeds") or [base_params.get("seed", 2026)])
     monitor = tuner.get("monitor") or base_params.get("monitor", "AUC")
     mode = str(tuner.get("monitor_mode") or base_params.get("monitor_mode", "max"))
-    results_file = _zoo_path(tuner.get("results_file") or os.path.join(out_dir, "results.csv"))
+    results_file = zoo_path(tuner.get("results_file") or os.path.join(out_dir, "results.csv"))
     print(f"{len(points)} grid points x {len(seeds)} seed(s) of {tuner['base_expid']}; "
           f"selection on valid {monitor_name(monitor)} ({mode}); configs in {config_dir}")
     for point in points:
@@ -328,8 +324,8 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     unknown = [v for v in variants if v not in all_variants]
     if unknown:
         raise config_lib.ConfigError(f"unknown ablation variant(s) {unknown}; known: {list(all_variants)}")
-    results_file = _zoo_path(results_file or os.path.join("results", "ablation", f"{expid}.csv"))
-    out = _zoo_path(out)
+    results_file = zoo_path(results_file or os.path.join("results", "ablation", f"{expid}.csv"))
+    out = zoo_path(out)
     existing = _ablation_rows_from_file(results_file, expid) if (rebuild or resume) else []
     rows = list(existing)
     if not rebuild:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..metrics import DEFAULT_METRICS as METRICS
 from ..metrics import bucket_edges, bucket_label
-
-METRICS = ("AUC", "gAUC", "logloss")
 
 
 def backbone_row(rows: Sequence[Mapping[str, Any]], row: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
