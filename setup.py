@@ -9,17 +9,22 @@ setup(
     version="0.1.0",
     description="LAIN (Length-Adaptive Interest Network) and long-sequence CTR backbones on FuxiCTR",
     packages=find_packages(include=["lainctr", "lainctr.*"]),
-    python_requires=">=3.10,<3.13",  # numpy 1.26 (required by fuxictr 2.3.9) has no wheels for 3.13
+    # 3.10 to 3.14 (CI tests 3.11, the Python our machines have, on the oldest and the newest stack below);
+    # no upper bound: none of our dependencies' current releases shows a break
+    python_requires=">=3.10",
+    # Lower bounds = the oldest stack CI tests (.ci/constraints-oldest.txt); no upper pins: the newest releases
+    # are tested too. FuxiCTR 2.3.9's np.Inf (fit), log_loss(eps=) (metrics) and polars scan_csv(dtypes=)
+    # (CSV reader) break on NumPy 2 / scikit-learn >= 1.5 / polars >= 1, but the zoo calls none of them: it
+    # imports only FuxiCTR's FeatureMap, layers and seed_everything (lainctr/trainer.py trains, lainctr/metrics.py
+    # scores, data_preprocess/ reads with pyarrow).
     install_requires=[
         "torch>=2.0",
-        # 2.3.9 is the last wheel without Ray and with a seeded, deterministic loader (FUXICTR_NOTES s.1);
-        # its code uses np.Inf / keras-style padding and sklearn log_loss(eps=), hence the pins below.
+        # 2.3.9 is the last wheel without Ray and with a seeded, deterministic loader (FUXICTR_NOTES s.1)
         "fuxictr==2.3.9",
-        "numpy<2",               # fuxictr 2.3.9 uses np.Inf, removed in NumPy 2
-        "scikit-learn<1.5",      # fuxictr's logloss passes eps=, removed in scikit-learn 1.5
-        "pyarrow<20",            # pyarrow >= 20 refuses NumPy 1.x (pandas then finds no parquet engine)
-        "polars<=1.0.0",         # fuxictr's CSV reader uses scan_csv(dtypes=), removed in polars 1.x/2.x
-        "pandas<3",
+        "numpy>=1.26",           # 1.x and 2.x
+        "scikit-learn>=1.4",
+        "pyarrow>=19",           # pyarrow >= 20 needs NumPy 2: the oldest stack pins 19 next to NumPy 1.26
+        "pandas>=2.2",           # 2.x and 3.x
         "packaging",             # imported by fuxictr but not declared by its wheel
         "h5py>=3.8",
         "pyyaml>=6",

@@ -276,6 +276,12 @@ def feature(name: str, kind: str, source: str, vocab_size: Optional[int] = None,
 
 
 # ------------------------------------------------------------------------------------------- encoding
+def python_scalar(value: object) -> object:
+    """A NumPy scalar as the Python value it holds (NumPy 2's repr of ``np.int64(99)`` is ``np.int64(99)``, not
+    ``99``), anything else unchanged: for error messages that quote a value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class Vocabulary:
     """Raw ids to codes 1..K, K = number of distinct ids (sorted, so codes do not depend on read order).
 
@@ -316,7 +322,7 @@ class Vocabulary:
         codes = self._codes(values)
         if file is not None:
             missing = values == self.missing if self.missing is not None else np.zeros(len(values), dtype=bool)
-            raise_at(file, column, (codes == 0) & ~missing, lambda i: f"id {values[i]!r} {unknown}", row_of)
+            raise_at(file, column, (codes == 0) & ~missing, lambda i: f"id {python_scalar(values[i])!r} {unknown}", row_of)
         return codes
 
 

@@ -22,9 +22,7 @@ class DataValidationError(ValueError):
 def first_bad_row(bad: np.ndarray) -> Optional[int]:
     """Index of the first True in a boolean (n,) or (n, ...) array, or None."""
     bad = np.asarray(bad)
-    if bad.ndim > 1:
-        bad = bad.reshape(len(bad), -1).any(axis=1)
-    hits = np.flatnonzero(bad)
+    hits = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1) if bad.ndim > 1 else bad)
     return int(hits[0]) if len(hits) else None
 
 

@@ -30,6 +30,13 @@ RECORDED = ("num_params", "num_params_lain", "valid_AUC", "valid_gAUC", "valid_l
 THREADS = 2
 
 
+def numpy_major_minor() -> str:
+    """NumPy's version to the minor release: its float64 ``log`` (SIMD) rounds the last bit differently in 1.26
+    and 2.x, which moves logloss (not AUC, gAUC or the model) by about 1e-16."""
+    import numpy
+    return ".".join(numpy.__version__.split(".")[:2])
+
+
 def run_tiny(model: str, data_root: str, work_dir: str) -> dict:
     """The recorded columns of one run of ``<model>_synthetic_tiny`` (seed 2026, checkpoints in work_dir)."""
     from lainctr.experiment import run_experiment
@@ -48,7 +55,8 @@ def main() -> None:
     if os.path.exists(FIXTURE):
         with open(FIXTURE) as fd:
             fixture = json.load(fd)
-    fixture.update(torch_threads=THREADS, cpu_capability=torch.backends.cpu.get_cpu_capability())
+    fixture.update(torch_threads=THREADS, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                   numpy_major_minor=numpy_major_minor())
     with tempfile.TemporaryDirectory() as work_dir:
         for model in args.models:
             fixture["models"][model] = run_tiny(model, os.path.join(work_dir, "data"), work_dir)
