@@ -16,6 +16,7 @@ from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after th
 from lainctr.config import ConfigError
 from lainctr.errors import USER_ERRORS
 from lainctr.experiment import DatasetMissingError, run_experiment
+from lainctr.lain_presets import LAIN_PRESETS
 from lainctr.paths import MODEL_DIRS_ENV
 from lainctr.trainer import Preempted, TrainingError
 from lainctr.training_options import OptionError
@@ -41,12 +42,17 @@ def main(argv=None) -> int:
                         help="bf16: autocast forward passes (meant for CUDA; fp32 weights, softmaxes, losses, metrics)")
     parser.add_argument("--ablation", default=None, choices=list(ablation_overrides()),
                         help="LAIN ablation variant of a _LAIN expid (spec section 6); tags the results row")
+    parser.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
+                        help="LAIN size preset of a _LAIN expid (default: the expid's; lean = the spec's lean sizes, "
+                             "paper = the paper's selected setting)")
     args = parser.parse_args(argv)
     if args.model_dir:
         os.environ[MODEL_DIRS_ENV] = os.pathsep.join(args.model_dir + [os.environ.get(MODEL_DIRS_ENV, "")]).strip(os.pathsep)
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.precision:
         overrides["precision"] = args.precision
+    if args.lain_preset:  # on a non-LAIN expid an unknown key: a ConfigError below
+        overrides["lain_preset"] = args.lain_preset
     if args.ablation:  # on a non-LAIN expid the switches are unknown keys: a ConfigError below
         overrides.update(ablation_overrides()[args.ablation])
     try:

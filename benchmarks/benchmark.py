@@ -32,6 +32,8 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 from lainctr.runtime import configure_cpu_runtime  # noqa: E402
 
 configure_cpu_runtime()  # every worker process runs this too, before it loads torch (ours and upstream alike)
+from lainctr.lain_presets import LAIN_PRESETS  # noqa: E402 (no torch)
+
 LOADER_BATCHES = 100  # timed batches of our loader per cell (upstream's take ~100x longer: 2-4 of them)
 MODELS = ["DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN"]
 # our config keys that mean the same thing upstream (model name -> extra upstream constructor kwargs)
@@ -177,6 +179,8 @@ def worker(args) -> dict:
     device = torch.device(f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu")
     params = config.load_config(f"{args.model}_synthetic")
     params.update(max_len=args.max_len, verbose=0, model_root=tempfile.mkdtemp())
+    if args.lain_preset and args.model.endswith("_LAIN"):
+        params["lain_preset"] = args.lain_preset
     feature_map = load_feature_map("bench", args.data, params)
     batches = [loader.make_batch(r) for r in rows]
     if args.kind == "overhead":
@@ -215,6 +219,7 @@ def run_cell(args, kind: str, model: str, max_len: int, data: str, parquet: str)
     cmd = [sys.executable, __file__, "--worker", kind, "--model", model, "--max_len", str(max_len), "--data", data,
            "--parquet", parquet, "--batch_size", str(args.batch_size), "--repeats", str(args.repeats),
            "--threads", str(args.threads), "--gpu", str(args.gpu), "--overhead_rounds", str(args.overhead_rounds)]
+    cmd += ["--lain_preset", args.lain_preset] if args.lain_preset else []
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -278,6 +283,8 @@ def main(argv=None) -> None:
     parser.add_argument("--upstream_limit", nargs="*", default=["DIEN=1000"],
                         help="MODEL=MAX_LEN: skip slower upstream cells beyond this max_len")
     parser.add_argument("--no_upstream", action="store_true")
+    parser.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
+                        help="LAIN size preset of the _LAIN models (default: their expids', lean)")
     parser.add_argument("--out", default=None, help="also write the tables (Markdown) and raw JSON here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -324,8 +331,9 @@ def main(argv=None) -> None:
                          f"{ratio(ours.get('train'), up.get('train'))} | {fmt(ours.get('infer'))} | {fmt(up.get('infer'))} | "
                          f"{ratio(ours.get('infer'), up.get('infer'))} | {fmt(ours.get('peak_rss_mb'))} | "
                          f"{fmt(ours.get('peak_gpu_mb'))} |" + (f" {note}" if note else ""))
-    lines += ["", f"LAIN overhead (variant / backbone): time per train step and per inference batch (median of "
-              f"{args.overhead_rounds} interleaved step pairs in one process), non-embedding parameters", "",
+    lines += ["", f"LAIN overhead (variant / backbone, preset {args.lain_preset or 'of the expids'}): time per train step and "
+              f"per inference batch (median of {args.overhead_rounds} interleaved step pairs in one process), "
+              "non-embedding parameters", "",
               "| model | max_len | train time | infer time | extra params |", "|---|---|---|---|---|"]
     for model in [m for m in args.models if m.endswith("_LAIN") and m[:-5] in args.models]:
         for max_len in args.max_len:

@@ -4,8 +4,8 @@
 
 Non-embedding parameters do not depend on the data's contents, only on its schema, so the models are built on
 small files in each release's format (``tests/fixtures_formats.py``) converted by the project's preprocessor.
-Prints, per dataset, every backbone's non-embedding parameters, its ``_LAIN`` variant's extra parameters and
-their share, and where the extra parameters sit.
+Prints, per dataset and LAIN size preset (``lean``, ``paper``), every backbone's non-embedding parameters, its
+``_LAIN`` variant's extra parameters and their share, and where the extra parameters sit.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from fixtures_formats import write_longctr, write_longctr_ebnerd  # noqa: E402
 from data_preprocess import longctr_parquet  # noqa: E402
 from lainctr import config  # noqa: E402
 from lainctr.experiment import build_model, load_feature_map  # noqa: E402
+from lainctr.lain_presets import LAIN_PRESETS  # noqa: E402
 from lainctr.models import lain_parameter_count, lain_parameters  # noqa: E402
 
 DATASETS = {"kuaivideo": ("KuaiVideo_x2", write_longctr), "microvideo": ("MicroVideo1.7M_x2", write_longctr),
@@ -32,9 +33,9 @@ DATASETS = {"kuaivideo": ("KuaiVideo_x2", write_longctr), "microvideo": ("MicroV
 BACKBONES = ["DIN", "DIEN", "SIM", "SDIM", "TWIN"]
 
 
-def build(expid: str, data_dir: str, model_root: str):
+def build(expid: str, data_dir: str, model_root: str, **overrides):
     params = config.load_config(expid)
-    params.update(model_root=model_root, verbose=0)
+    params.update(model_root=model_root, verbose=0, **overrides)
     return build_model(params, load_feature_map(str(params["dataset_id"]), data_dir, params))[0]
 
 
@@ -53,8 +54,8 @@ def lain_breakdown(model) -> Counter:
 
 def main(argv=None) -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    print("| dataset | model | non-embedding params | LAIN extra | share | where |")
-    print("|---|---|---|---|---|---|")
+    print("| dataset | model | preset | non-embedding params | LAIN extra | share | where |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for dataset_id, (folder, writer) in DATASETS.items():
             raw = writer(os.path.join(tmp, "download", folder))
@@ -63,11 +64,14 @@ def main(argv=None) -> None:
                                       "--no_progress"])
             for backbone in BACKBONES:
                 base = build(f"{backbone}_{dataset_id}", os.path.join(tmp, folder), tmp)
-                lain = build(f"{backbone}_LAIN_{dataset_id}", os.path.join(tmp, folder), tmp)
-                dense, extra = base.count_parameters(False), lain_parameter_count(lain)
-                assert lain.count_parameters(False) == dense + extra, "LAIN must only add parameters"
-                where = ", ".join(f"{k} {v:,}" for k, v in lain_breakdown(lain).most_common())
-                print(f"| {dataset_id} | {backbone} | {dense:,} | +{extra:,} | {100 * extra / dense:.2f} % | {where} |")
+                dense = base.count_parameters(False)
+                for preset in LAIN_PRESETS:
+                    lain = build(f"{backbone}_LAIN_{dataset_id}", os.path.join(tmp, folder), tmp, lain_preset=preset)
+                    extra = lain_parameter_count(lain)
+                    assert lain.count_parameters(False) == dense + extra, "LAIN must only add parameters"
+                    where = ", ".join(f"{k} {v:,}" for k, v in lain_breakdown(lain).most_common())
+                    print(f"| {dataset_id} | {backbone} | {preset} | {dense:,} | +{extra:,} | {100 * extra / dense:.2f} % "
+                          f"| {where} |")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def write_atomically(target: str, write: Callable[[str], object]) -> None:
         raise
 
 
+def write_text_atomically(target: str, text: str) -> None:
+    """``text`` into ``target`` through :func:`write_atomically`."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fd:
+            fd.write(text)
+    write_atomically(target, write)
+
+
 def remove_stale_temps(target: str) -> None:
     """Remove ``target``'s temporary siblings (``.<name>.tmp-*``) and set-aside copies (``<name>.old-*``).
     Call only while holding :func:`locked` ``(target)``: then none of them belongs to a live writer."""

@@ -14,6 +14,8 @@ FuxiCTR, an unknown or misspelled key is an error that lists the valid keys.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import os
 from typing import Any, Dict, Iterable, List, Optional
@@ -37,6 +39,14 @@ class ConfigError(ValueError):
 
 
 def _read_yaml(path: str) -> Dict[str, dict]:
+    """The mapping of blocks in ``path`` (a fresh copy; parsed once per file version: commands that plan
+    hundreds of runs look every expid up again)."""
+    status = os.stat(path)
+    return copy.deepcopy(_parsed_yaml(path, status.st_mtime_ns, status.st_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_yaml(path: str, mtime_ns: int, size: int) -> Dict[str, dict]:
     with open(path) as fd:
         content = yaml.safe_load(fd) or {}
     if not isinstance(content, dict):

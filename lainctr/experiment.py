@@ -20,6 +20,7 @@ from fuxictr.pytorch.torch_utils import seed_everything
 
 from . import __version__, registry
 from . import config as config_lib
+from .analysis.predictions import PREDICTIONS_FILE, write_predictions
 from .analysis.summary import run_summary
 from .atomic import write_atomically
 from .data import store, synthetic
@@ -230,10 +231,13 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
         "train_seconds": round(train_seconds, 2),
         "epochs_run": trainer.epoch_index + 1, "history_file": history_file, "checkpoint": trainer.checkpoint,
     }
-    row.update(trainer.evaluation_columns(valid, "valid", buckets))
-    row.update(trainer.evaluation_columns(test, "test", buckets))
+    row.update(trainer.evaluate_split(valid, "valid", buckets)[0])
+    test_columns, test_predictions = trainer.evaluate_split(test, "test", buckets)
+    row.update(test_columns)
     if not group.is_writer:
         return row
+    row["predictions_file"] = os.path.join(run_dir, PREDICTIONS_FILE)
+    write_predictions(row["predictions_file"], test_predictions)
     append_result(results_path, row)
     logging.info("%s\n(results appended to %s)", run_summary(row, buckets, read_table(results_path).rows[:-1]),
                  results_path)

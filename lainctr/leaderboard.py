@@ -7,7 +7,9 @@ Per dataset: our runs (mean ± std over seeds, n seeds) beside the LAIN paper's 
 LongCTR's backbone at the same max_len (README cell and the validation-selected run; BARS for the ``_x1``
 releases); the relative gain of each ``_LAIN`` expid over its backbone in the paper's format
 ((LAIN - base)/base in %, logloss negative = better), paired over seeds when they match; the same gain
-per length bucket. Datasets without a reference (``synthetic``) show our runs only.
+per length bucket, with the 95 % interval of a paired bootstrap over test users from the runs' kept test
+predictions (:mod:`lainctr.analysis.bootstrap`; ``--bootstrap N`` replicates, 0 = none; `*` marks an interval
+that excludes 0). Datasets without a reference (``synthetic``) show our runs only.
 
 Writes ``leaderboard.md`` (also printed), ``leaderboard_<dataset>.csv`` (wide, numeric) and ``gains.csv``
 (long: every metric, overall and per bucket). ``report`` adds PNG plots under ``plots/`` (metric and
@@ -25,6 +27,7 @@ import pandas as pd
 
 from .analysis import aggregate
 from .analysis import reference as ref_lib
+from .analysis.bootstrap import BootstrapSettings
 from .errors import USER_ERRORS
 from .metrics import DEFAULT_METRICS
 
@@ -46,6 +49,13 @@ def format_gain(gain: float, std: float = math.nan, digits: int = 2) -> str:
     return f"{gain:+.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "") + "%"
 
 
+def format_interval(low: float, high: float, significant: bool = False, digits: int = 2) -> str:
+    """``[+0.05, +0.31]%``, with `` *`` when the interval excludes 0; "" without one."""
+    if low is None or pd.isna(low) or high is None or pd.isna(high):
+        return ""
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]%" + (" *" if significant else "")
+
+
 def _number(value: float) -> str:
     """4 decimals, or 3 significant digits for small values (variances)."""
     return "" if pd.isna(value) else (f"{value:.4f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}")
@@ -60,11 +70,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], dro
     return "\n".join(lines)
 
 
-def run_label(row: pd.Series) -> str:
-    label = str(row["expid"])
-    if row.get("variant") not in ("", "full", None) and not pd.isna(row.get("variant")):
-        label += f" [{row['variant']}]"
-    return label
+run_label = aggregate.group_label
 
 
 # ----- tables ------------------------------------------------------------------------------------
@@ -121,13 +127,17 @@ def add_paper_gains(gain_table: pd.DataFrame, reference: pd.DataFrame) -> pd.Dat
     return out
 
 
-def build_leaderboard(runs: pd.DataFrame, reference: pd.DataFrame,
-                      split: str = "test") -> Tuple[Dict[str, pd.DataFrame], pd.DataFrame]:
-    """(per dataset wide table, long gains table over all datasets)."""
+def build_leaderboard(runs: pd.DataFrame, reference: pd.DataFrame, split: str = "test",
+                      intervals: Optional[BootstrapSettings] = None,
+                      search_dirs: Sequence[str] = ()) -> Tuple[Dict[str, pd.DataFrame], pd.DataFrame]:
+    """(per dataset wide table, long gains table over all datasets); ``intervals``: the paired user bootstrap
+    of the gains (:func:`lainctr.analysis.aggregate.gains`)."""
     summary = aggregate.summarize(runs)
-    gain_table = add_paper_gains(aggregate.gains(runs, summary, split), reference)
+    gain_table = add_paper_gains(aggregate.gains(runs, summary, split, intervals=intervals, search_dirs=search_dirs),
+                                 reference)
     board = reference_columns(summary, reference)
-    board = board.sort_values(["dataset_id", "backbone", "max_len", "lain", "variant", "expid"], kind="stable")
+    board = board.sort_values(["dataset_id", "backbone", "max_len", "lain", "lain_preset", "variant", "expid"],
+                              kind="stable")
     return {d: part.reset_index(drop=True) for d, part in board.groupby("dataset_id", sort=True)}, gain_table
 
 
@@ -164,36 +174,39 @@ def render_dataset(dataset_id: str, table: pd.DataFrame, gain_table: pd.DataFram
     gains_here = gain_table[gain_table["dataset_id"] == dataset_id]
     overall = gains_here[gains_here["bucket"] == ""]
     overall = overall.assign(_o=overall["metric"].map(
-        {m: i for i, m in enumerate(aggregate.GAIN_METRICS)})).sort_values(["lain_expid", "max_len", "_o"])
+        {m: i for i, m in enumerate(aggregate.GAIN_METRICS)})).sort_values(["lain_expid", "lain_preset", "max_len", "_o"])
     if not overall.empty:
         parts += ["", f"### Relative gain of LAIN over its backbone ({split}, (LAIN − base)/base; "
                   "logloss: negative = better)", ""]
-        rows = [[g["backbone"], g["lain_expid"], g["base_expid"], g["max_len"],
+        rows = [[g["backbone"], _lain_label(g), g["base_expid"], g["max_len"],
                  METRIC_LABELS.get(g["metric"], g["metric"]), _number(g["base_mean"]), _number(g["lain_mean"]),
-                 format_gain(g["gain_pct"], g["gain_pct_std"]),
+                 format_gain(g["gain_pct"], g["gain_pct_std"]), format_interval(g["ci_low"], g["ci_high"], g["significant"]),
                  f"{'paired' if g['paired'] else 'unpaired'}, n={g['n']}", format_gain(g["paper_gain_pct"])]
                 for _, g in overall.iterrows()]
         parts.append(markdown_table(["backbone", "LAIN run", "base run", "max_len", "metric", "base", "LAIN",
-                                     "gain (ours)", "seeds", "gain (paper)"], rows))
+                                     "gain (ours)", "95 % CI", "seeds", "gain (paper)"], rows))
     bucketed = gains_here[gains_here["bucket"] != ""]
     if not bucketed.empty:
-        parts += ["", f"### Gain per length bucket ({split})", ""]
+        parts += ["", f"### Gain per length bucket ({split}; [95 % CI])", ""]
         rows = []
-        keys = bucketed[["lain_expid", "max_len", "bucket"]].drop_duplicates()
-        keys = keys.assign(_o=keys["bucket"].map(aggregate.bucket_order)).sort_values(["lain_expid", "max_len", "_o"])
+        keys = bucketed[["lain_expid", "lain_preset", "max_len", "bucket"]].drop_duplicates()
+        keys = keys.assign(_o=keys["bucket"].map(aggregate.bucket_order)).sort_values(
+            ["lain_expid", "lain_preset", "max_len", "_o"])
         for _, key in keys.iterrows():
-            part = bucketed[(bucketed["lain_expid"] == key["lain_expid"]) & (bucketed["max_len"] == key["max_len"]) &
-                            (bucketed["bucket"] == key["bucket"])].set_index("metric")
+            part = bucketed[(bucketed["lain_expid"] == key["lain_expid"]) & (bucketed["lain_preset"] == key["lain_preset"])
+                            & (bucketed["max_len"] == key["max_len"]) & (bucketed["bucket"] == key["bucket"])]
+            part = part.set_index("metric")
             first = part.iloc[0]
             share = _bucket_share(table, first["lain_expid"], first["max_len"], key["bucket"], split)
-            cells = [first["backbone"], first["max_len"], key["bucket"], share]
+            cells = [first["backbone"], _lain_label(first), first["max_len"], key["bucket"], share]
             for metric in (*METRICS, "gini"):
-                cells.append(format_gain(part.at[metric, "gain_pct"], part.at[metric, "gain_pct_std"])
-                             if metric in part.index else "")
+                cells.append(_gain_with_interval(part.loc[metric]) if metric in part.index else "")
             cells += [format_gain(part.at[m, "paper_gain_pct"]) if m in part.index else "" for m in ("AUC", "logloss")]
             rows.append(cells)
-        parts.append(markdown_table(["backbone", "max_len", "bucket", "sample share", "AUC gain", "gAUC gain",
-                                     "logloss gain", "Gini change", "paper AUC gain", "paper logloss gain"], rows))
+        parts.append(markdown_table(["backbone", "LAIN run", "max_len", "bucket", "sample share", "AUC gain",
+                                     "gAUC gain", "logloss gain", "Gini change", "paper AUC gain",
+                                     "paper logloss gain"], rows))
+    parts += _interval_notes(gains_here)
     for metric, title in (("AUC", f"{split} AUC per length bucket"), ("gini", "long-branch attention Gini per bucket")):
         buckets = aggregate.bucket_table(table, metric, split)
         columns = [c for c in buckets.columns if c.endswith("_mean")]
@@ -217,6 +230,29 @@ def render_dataset(dataset_id: str, table: pd.DataFrame, gain_table: pd.DataFram
     if plots:
         parts += ["", "### Plots", ""] + [f"![{title}]({path})" for title, path in plots]
     return "\n".join(parts) + "\n"
+
+
+def _lain_label(gain: pd.Series) -> str:
+    return aggregate.group_label(pd.Series({"expid": gain["lain_expid"], "lain_preset": gain["lain_preset"]}))
+
+
+def _gain_with_interval(gain: pd.Series) -> str:
+    text = format_gain(gain["gain_pct"], gain["gain_pct_std"])
+    interval = format_interval(gain["ci_low"], gain["ci_high"], gain["significant"])
+    return f"{text} {interval}" if text and interval else text
+
+
+def _interval_notes(gains_here: pd.DataFrame) -> List[str]:
+    """The legend of the intervals and, per LAIN run without them, why."""
+    if gains_here.empty or gains_here["ci_low"].isna().all() and not (gains_here["ci_note"] != "").any():
+        return []
+    lines = ["", "Intervals: 95 % paired bootstrap over test users (both models' predictions of the resampled users "
+             "together, per-seed gains averaged over seeds within each replicate; README, Leaderboard); "
+             "`*` = the interval excludes 0."]
+    notes = gains_here[gains_here["ci_note"] != ""][["lain_expid", "lain_preset", "max_len", "ci_note"]].drop_duplicates()
+    for _, note in notes.iterrows():
+        lines.append(f"No interval for {_lain_label(note)} @{note['max_len']}: {note['ci_note']}.")
+    return lines
 
 
 def _length_table(table: pd.DataFrame, split: str, canonical: Optional[str]) -> str:
@@ -316,17 +352,18 @@ def make_plots(runs: pd.DataFrame, boards: Dict[str, pd.DataFrame], out: str, sp
 
 
 def write_leaderboard(results: Sequence[str], out: str, report: bool = False, split: str = "test",
-                      reference_path: Optional[str] = None, latest_per_seed: bool = True) -> Tuple[str, List[str]]:
-    """Build, write and return (markdown, written files)."""
+                      reference_path: Optional[str] = None, latest_per_seed: bool = True,
+                      intervals: Optional[BootstrapSettings] = BootstrapSettings()) -> Tuple[str, List[str]]:
+    """Build, write and return (markdown, written files); ``intervals`` None: no bootstrap."""
+    from .paths import zoo_root
     runs = aggregate.load_results(results, latest_per_seed)
     reference = ref_lib.load_reference(reference_path)
-    boards, gain_table = build_leaderboard(runs, reference, split)
+    search = [os.path.dirname(os.path.abspath(r)) for r in results] + [zoo_root()]
+    boards, gain_table = build_leaderboard(runs, reference, split, intervals, search)
     os.makedirs(out, exist_ok=True)
     written = []
     plots = None
     if report:
-        from .paths import zoo_root
-        search = [os.path.dirname(os.path.abspath(r)) for r in results] + [zoo_root()]
         plots = make_plots(runs, boards, out, split, search)
         written += [os.path.join(out, p) for entries in plots.values() for _, p in entries]
     for dataset_id, table in boards.items():
@@ -357,10 +394,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--reference", default=None, help="reference CSV (default reference/published_results.csv)")
     parser.add_argument("--all-runs", action="store_true",
                         help="keep re-runs of the same seed (default: the latest run per seed)")
+    parser.add_argument("--bootstrap", type=int, default=BootstrapSettings.replicates,
+                        help="replicates of the paired user bootstrap of every gain (0: no intervals)")
+    parser.add_argument("--bootstrap_seed", type=int, default=BootstrapSettings.seed)
     args = parser.parse_args(argv)
+    intervals = BootstrapSettings(args.bootstrap, args.bootstrap_seed) if args.bootstrap > 0 else None
     try:
         markdown, written = write_leaderboard(args.results, args.out, report, args.split, args.reference,
-                                              not args.all_runs)
+                                              not args.all_runs, intervals)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -359,9 +359,11 @@ class Trainer:
         logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()))
         return logs
 
-    def evaluation_columns(self, loader, split: str, buckets: Sequence[int]) -> Dict[str, float]:
-        """``{split}_{metric}``, per length bucket ``{split}_{metric}@{low}-{high}``, sample/user shares and the
-        long branch's attention Gini per bucket, all from one pass over ``loader``."""
+    def evaluate_split(self, loader, split: str,
+                       buckets: Sequence[int]) -> Tuple[Dict[str, float], Dict[str, np.ndarray]]:
+        """(columns, predictions) from one pass over ``loader``: ``{split}_{metric}``, per length bucket
+        ``{split}_{metric}@{low}-{high}``, sample/user shares and the long branch's attention Gini per bucket;
+        and that pass's :meth:`predict_arrays` (e.g. to keep them)."""
         arrays = self.predict_arrays(loader, attention_branch="long")
         y_true, y_pred = arrays["y_true"].astype(np.float64), arrays["y_pred"].astype(np.float64)
         metrics = list(self.options.metrics)
@@ -370,4 +372,4 @@ class Trainer:
         columns.update({f"{split}_{k}": v for k, v in metric_lib.bucket_metrics(
             y_true, y_pred, arrays["group"], arrays["history_length"], buckets, metrics).items()})
         columns.update(extra_evaluation_columns(arrays, split, buckets))
-        return columns
+        return columns, arrays

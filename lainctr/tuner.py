@@ -1,7 +1,13 @@
 """Grid tuner (FuxiCTR style) and LAIN ablation runner.
 
     python -m lainctr.tuner grid --config config/tuner/DIN_LAIN_example.yaml [--seeds 2026 2027] [--dry-run]
-    python -m lainctr.tuner ablation --expid TWIN_LAIN_synthetic --seeds 2026 2027 2028
+    python -m lainctr.tuner ablation --expid TWIN_LAIN_synthetic --seeds 2026 2027 2028 [--lain_preset paper]
+    python -m lainctr.tuner sweep --expid DIN_LAIN_synthetic --max_len 50 100 200 500 1000 --seeds 2026 2027 2028
+
+    python -m lainctr.tuner study --out docs/demo [--dataset_id synthetic] [--dry-run]
+
+``--lain_preset lean|paper`` runs LAIN models with that size preset (``grid``: every point; ``ablation``:
+every variant; ``sweep``: the LAIN variant). **sweep** is :mod:`lainctr.sweep`, **study** :mod:`lainctr.study`.
 
 **grid** — a tuner YAML names a ``base_expid``, a ``tuner_space`` (key -> list of values) and ``seeds``.
 Every combination becomes an expid ``<base_expid>_<idx:03d>_<md5[:8]>`` (idx from 001 in
@@ -25,7 +31,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import yaml
@@ -35,24 +41,23 @@ from .analysis import reference as ref_lib
 from .analysis.ablation import LABELS, ablation_overrides, ablation_table, infer_variant
 from .analysis.stats import mean_std
 from .errors import USER_ERRORS
+from .lain_presets import LAIN_PRESETS
 from .metrics import DEFAULT_METRICS
 from .paths import zoo_path
+from .run_plan import Runner, default_runner, preset_of
+from .study import StudyConfig, run_study
+from .study import dry_run as study_dry_run
+from .sweep import SWEEP_MAX_LENS, run_sweep
 
 TUNER_KEYS = {"base_expid", "tuner_space", "seeds", "monitor", "monitor_mode", "results_file", "out_dir",
               "config_dir"}
 REPORT_METRICS = DEFAULT_METRICS
-Runner = Callable[..., Dict[str, Any]]
 
 __all__ = ["GridPoint", "ablation_overrides", "expand_grid", "load_tuner_config", "run_ablation", "run_grid",
            "select_best", "monitor_value"]
 
 
 # ----- shared -----------------------------------------------------------------------------------
-def _default_runner() -> Runner:
-    from . import experiment  # imported here: it loads torch and fuxictr
-    return experiment.run_experiment
-
-
 def _float(value: object) -> float:
     try:
         return float(str(value))
@@ -215,9 +220,10 @@ def select_best(point_rows: Mapping[str, Sequence[Mapping[str, Any]]], monitor: 
 
 def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[Sequence[int]] = None,
              gpu: int = -1, data_root: Optional[str] = None, out_dir: Optional[str] = None,
-             dry_run: bool = False, check_keys: bool = True) -> Dict[str, Any]:
+             dry_run: bool = False, check_keys: bool = True, lain_preset: Optional[str] = None) -> Dict[str, Any]:
     """Expand, run and select; writes ``configs/``, ``grid_runs.csv``, ``grid_summary.{csv,md}`` and
-    ``best.yaml`` under ``out_dir`` (default ``results/tuner/<tuner file name>``).
+    ``best.yaml`` under ``out_dir`` (default ``results/tuner/<tuner file name>``). ``lain_preset`` replaces
+    the base expid's (every point then has it; a preset in ``tuner_space`` still wins).
 
     Returns:
         {"points", "best", "summary", "out_dir", "failed"}.
@@ -226,6 +232,8 @@ def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[
     stem = os.path.splitext(os.path.basename(config_path))[0]
     out_dir = zoo_path(out_dir or tuner.get("out_dir") or os.path.join("results", "tuner", stem))
     base_params = config_lib.load_config(str(tuner["base_expid"]), tuner.get("config_dir"))
+    if lain_preset:
+        base_params["lain_preset"] = _checked_preset(lain_preset, base_params)
     points = expand_grid(tuner, base_params, check_keys)
     config_dir = os.path.join(out_dir, "configs")
     write_grid_configs(points, config_dir)
@@ -240,7 +248,7 @@ def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[
     if dry_run:
         return {"points": points, "best": None, "summary": None, "out_dir": out_dir, "failed": []}
 
-    runner = runner or _default_runner()
+    runner = runner or default_runner()
     point_rows: Dict[str, List[Dict[str, Any]]] = {p.name: [] for p in points}
     sidecar, failed = [], []
     for point in points:
@@ -284,6 +292,16 @@ def run_grid(config_path: str, runner: Optional[Runner] = None, seeds: Optional[
     return {"points": points, "best": best, "summary": summary, "out_dir": out_dir, "failed": failed}
 
 
+def _checked_preset(preset: str, params: Mapping[str, Any]) -> str:
+    """``preset`` when it names a size preset and ``params`` is a LAIN model's, else a ConfigError."""
+    if preset not in LAIN_PRESETS:
+        raise config_lib.ConfigError(f"--lain_preset {preset}: unknown; known: {sorted(LAIN_PRESETS)}")
+    if not str(params.get("model", "")).endswith("_LAIN"):
+        raise config_lib.ConfigError(f"--lain_preset needs a _LAIN expid; '{params.get('expid')}' is model "
+                                     f"{params.get('model')}")
+    return preset
+
+
 def _round(value: object) -> Optional[float]:
     value = _float(value)
     return None if math.isnan(value) else round(value, 6)
@@ -309,37 +327,42 @@ def _grid_markdown(tuner, summary: pd.DataFrame, best: Optional[str], monitor, m
 def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[str]] = None,
                  runner: Optional[Runner] = None, gpu: int = -1, data_root: Optional[str] = None,
                  config_dir: Optional[str] = None, results_file: Optional[str] = None, out: str = "reports",
-                 rebuild: bool = False, resume: bool = False) -> pd.DataFrame:
+                 rebuild: bool = False, resume: bool = False, lain_preset: Optional[str] = None) -> pd.DataFrame:
     """Run (or with ``rebuild`` only re-tabulate) the ablation of ``expid``; returns the table.
 
     Writes ``<out>/ablation_<expid>.{md,csv}`` and the sidecar ``<out>/ablation_<expid>_runs.csv``
     (variant, seed, run_id, metrics); the rows themselves go to ``results_file`` (default
     ``results/ablation/<expid>.csv``, so the main leaderboard is not mixed with ablation runs).
+    ``lain_preset``: the size preset of every variant (default: the expid's); one other than the expid's
+    adds ``_<preset>`` to the file names, and only rows of that preset are tabulated.
     """
     params = config_lib.load_config(expid, config_dir)
     if not str(params["model"]).endswith("_LAIN"):
         raise config_lib.ConfigError(f"ablation needs a _LAIN expid; '{expid}' is model {params['model']}")
+    own_preset = preset_of(str(params["model"]), params)
+    preset = _checked_preset(lain_preset, params) if lain_preset else own_preset
+    suffix = "" if preset == own_preset else f"_{preset}"
     all_variants = ablation_overrides()
     variants = list(variants or all_variants)
     unknown = [v for v in variants if v not in all_variants]
     if unknown:
         raise config_lib.ConfigError(f"unknown ablation variant(s) {unknown}; known: {list(all_variants)}")
-    results_file = zoo_path(results_file or os.path.join("results", "ablation", f"{expid}.csv"))
+    results_file = zoo_path(results_file or os.path.join("results", "ablation", f"{expid}{suffix}.csv"))
     out = zoo_path(out)
-    existing = _ablation_rows_from_file(results_file, expid) if (rebuild or resume) else []
+    existing = _ablation_rows_from_file(results_file, expid, str(params["model"]), preset) if (rebuild or resume) else []
     rows = list(existing)
     if not rebuild:
         done = {(r["variant"], int(r["seed"])) for r in existing}
-        runner = runner or _default_runner()
+        runner = runner or default_runner()
         for variant in variants:
             for seed in seeds:
                 if (variant, int(seed)) in done:
                     print(f"  skip {variant} seed {seed}: already in {results_file}")
                     continue
                 print(f"  {expid} [{variant}] seed {seed}")
+                overrides = {**all_variants[variant], "seed": int(seed), **({"lain_preset": preset} if suffix else {})}
                 row = runner(expid, tag=f"ablation:{variant}", config_dir=config_dir, gpu=gpu,
-                                   data_root=data_root, overrides={**all_variants[variant], "seed": int(seed)},
-                                   results_file=results_file)
+                             data_root=data_root, overrides=overrides, results_file=results_file)
                 rows.append(dict(row, variant=variant, seed=row.get("seed", seed)))
     if not rows:
         raise FileNotFoundError(f"no ablation runs of {expid} in {results_file}")
@@ -351,11 +374,11 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     paper = ref_lib.paper_ablation(ref_lib.load_reference())
     table = ablation_table(runs, REPORT_METRICS, "test", paper)
     os.makedirs(out, exist_ok=True)
-    stem = os.path.join(out, f"ablation_{expid}")
+    stem = os.path.join(out, f"ablation_{expid}{suffix}")
     runs[["variant", "seed"] + [c for c in ("run_id", "timestamp") if c in runs] +
          [f"{s}_{m}" for s in ("valid", "test") for m in REPORT_METRICS]].to_csv(stem + "_runs.csv", index=False)
     table.to_csv(stem + ".csv", index=False)
-    markdown = ablation_markdown(expid, table, results_file)
+    markdown = ablation_markdown(expid + (f" ({preset} preset)" if suffix else ""), table, results_file)
     with open(stem + ".md", "w") as fd:
         fd.write(markdown)
     print(markdown)
@@ -363,11 +386,12 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     return table
 
 
-def _ablation_rows_from_file(results_file: str, expid: str) -> List[Dict[str, Any]]:
+def _ablation_rows_from_file(results_file: str, expid: str, model: str, preset: str) -> List[Dict[str, Any]]:
+    """The rows of ``expid`` (a ``model`` expid) with LAIN size preset ``preset``, each with its variant."""
     from .results import read_results
     rows = []
     for row in read_results(results_file):
-        if row.get("expid") != expid:
+        if row.get("expid") != expid or preset_of(model, json.loads(row.get("params") or "{}")) != preset:
             continue
         tag = str(row.get("tag", "") or "")
         variant = tag.split(":", 1)[1] if tag.startswith("ablation:") else infer_variant(row.get("params") or "{}")
@@ -415,18 +439,56 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ablation.add_argument("--out", default="reports", help="folder of the ablation table")
     ablation.add_argument("--rebuild", action="store_true", help="no runs: tabulate the results file")
     ablation.add_argument("--resume", action="store_true", help="skip variant/seed pairs already in the results")
-    for sub in (grid, ablation):
+    sweep = commands.add_parser("sweep", help="train a backbone and its LAIN variant at several max_len")
+    sweep.add_argument("--expid", required=True, help="the backbone's or the LAIN variant's expid")
+    sweep.add_argument("--max_len", type=int, nargs="+", default=list(SWEEP_MAX_LENS))
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[2026])
+    sweep.add_argument("--backbone_only", action="store_true", help="train the backbone alone (no LAIN runs)")
+    sweep.add_argument("--dataset_id", default=None, help="run both expids on this dataset instead of theirs")
+    sweep.add_argument("--results", default=None, help="results CSV (default results/sweep/<backbone expid>.csv)")
+    sweep.add_argument("--out", default="reports", help="folder of the sweep table and plot")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs only")
+    study = commands.add_parser("study", help="the demo study of issue 16 (grid, preset, sweeps, ablations, "
+                                              "leaderboard); see lainctr/study.py")
+    defaults = StudyConfig()
+    study.add_argument("--dataset_id", default=defaults.dataset_id)
+    study.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
+    study.add_argument("--sweep_seeds", type=int, nargs="+", default=list(defaults.sweep_seeds))
+    study.add_argument("--ablation_seeds", type=int, nargs="+", default=list(defaults.ablation_seeds))
+    study.add_argument("--max_len", type=int, nargs="+", default=list(defaults.sweep_max_lens), help="of the sweeps")
+    study.add_argument("--sweep_backbones", nargs="+", default=list(defaults.sweep_backbones))
+    study.add_argument("--models", nargs="+", default=None, help="backbones (default: every one with a _LAIN variant)")
+    study.add_argument("--out", default=defaults.out, help="folder of the report (default docs/demo)")
+    study.add_argument("--work", default="", help="folder of the results files (default results/study/<dataset_id>)")
+    study.add_argument("--dry-run", action="store_true", help="list the runs only")
+    for sub in (grid, ablation, sweep, study):
         sub.add_argument("--gpu", type=int, default=-1)
         sub.add_argument("--data_root", default=None)
+    for sub in (grid, ablation, sweep):
+        sub.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
+                         help="size preset of the LAIN models (default: each expid's own)")
     args = parser.parse_args(argv)
     try:
         if args.command == "grid":
             result = run_grid(args.config, seeds=args.seeds, gpu=args.gpu, data_root=args.data_root,
-                              out_dir=args.out, dry_run=args.dry_run)
+                              out_dir=args.out, dry_run=args.dry_run, lain_preset=args.lain_preset)
             return 1 if result["failed"] else 0
+        if args.command == "study":
+            config = StudyConfig(args.dataset_id, args.seeds, args.sweep_seeds, args.ablation_seeds, args.max_len,
+                                 args.sweep_backbones, out=args.out, work=args.work, models=args.models)
+            if args.dry_run:
+                print("\n".join(study_dry_run(config)))
+            else:
+                run_study(config, gpu=args.gpu, data_root=args.data_root)
+            return 0
+        if args.command == "sweep":
+            run_sweep(args.expid, args.max_len, args.seeds, args.lain_preset, args.backbone_only,
+                      results_file=args.results, out=args.out, dataset_id=args.dataset_id, gpu=args.gpu,
+                      data_root=args.data_root, dry_run=args.dry_run)
+            return 0
         run_ablation(args.expid, args.seeds, args.variants, gpu=args.gpu, data_root=args.data_root,
                      config_dir=args.config, results_file=args.results, out=args.out, rebuild=args.rebuild,
-                     resume=args.resume)
+                     resume=args.resume, lain_preset=args.lain_preset)
         return 0
     except (config_lib.ConfigError,) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
 import run_expid
-from lainctr import config
+from lainctr import config, metrics
+from lainctr.analysis.predictions import read_predictions
 from lainctr.experiment import run_experiment
 from lainctr.models import model_keys
 
@@ -134,6 +136,13 @@ def test_runs_of_one_expid_and_seed_keep_their_own_files(data_root, tmp_path):
         assert f'"learning_rate": {lr}' in log
         history = json.load(open(row["history_file"]))
         assert history[-1]["valid_AUC"] == pytest.approx(row["valid_AUC"])   # its own best, reloaded
+        # its kept test predictions are exactly what its test metrics were computed from
+        assert os.path.dirname(row["predictions_file"]) == row["run_dir"]
+        kept = read_predictions(row["predictions_file"])
+        y, p = kept["label"].astype(np.float64), kept["score"].astype(np.float64)
+        assert metrics.auc(y, p) == row["test_AUC"] and metrics.logloss(y, p) == row["test_logloss"]
+        assert metrics.gauc(y, p, kept["user_index"]) == row["test_gAUC"]
+        assert int((kept["history_length"] < 100).sum()) == row["test_samples@0-100"]
 
 
 def test_a_run_never_evaluates_a_checkpoint_it_did_not_write(data_root, tmp_path):

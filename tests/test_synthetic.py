@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lainctr.data import synthetic
+from lainctr.data.length_shift import LengthShiftConfig
 from lainctr.data.store import read_info
 
 
@@ -91,3 +92,52 @@ def test_timestamps_have_sessions_and_daily_rhythm_and_leave_the_other_columns_a
     for columns in splits.values():
         u, s = columns["user_index"], columns["seq_len"]
         np.testing.assert_array_equal(columns["timestamp"], times[offsets[u] + s])
+
+
+def _history(sequences, user, seq_len):
+    return sequences.items[sequences.offsets[user]:sequences.offsets[user] + seq_len]
+
+
+def test_length_shift_mechanism_keeps_the_base_users_and_contains_the_problem():
+    """Short users' negatives come from their history's categories (the mix decides); many long users' clicks
+    re-consume an item seen once, anchor_min_age..anchor_max_age behaviours back, against negatives of its
+    category (that one item decides); lengths, users and labels are the base generator's."""
+    shift = LengthShiftConfig(anchor_min_age=20, anchor_max_age=120)
+    base_cfg = synthetic.PRESETS["tiny"]
+    base, (splits, sequences, _) = synthetic.generate(base_cfg), synthetic.generate(replace(base_cfg, length_shift=shift))
+    np.testing.assert_array_equal(base[1].lengths(), sequences.lengths())
+    for split in splits:                     # rows are ordered by item within (user, seq_len): compare as multisets
+        for column in ("user_index", "seq_len", "label", "hour"):
+            a, b = base[0][split], splits[split]
+            np.testing.assert_array_equal(a[column][np.lexsort((a[column], a["seq_len"], a["user_index"]))],
+                                          b[column][np.lexsort((b[column], b["seq_len"], b["user_index"]))])
+    assert not np.array_equal(base[1].items, sequences.items)
+    size, lengths = base_cfg.items_per_category, sequences.lengths()
+    train = splits["train"]
+    short_checked = anchors = long_positives = 0
+    for row in np.flatnonzero(train["label"] == 1):
+        user, seq_len, item = train["user_index"][row], train["seq_len"][row], train["item_index"][row]
+        negatives = train["item_index"][(train["user_index"] == user) & (train["seq_len"] == seq_len) & (train["label"] == 0)]
+        history = _history(sequences, user, seq_len)
+        if lengths[user] <= shift.short_length:
+            assert set((negatives - 1) // size) <= set((history - 1) // size)
+            short_checked += 1
+        elif lengths[user] >= shift.long_length:
+            long_positives += 1
+            seen = np.flatnonzero(history == item)
+            if len(seen) == 1 and shift.anchor_min_age <= seq_len - seen[0] <= shift.anchor_max_age and \
+                    np.all((negatives - 1) // size == (item - 1) // size):
+                anchors += 1
+    assert short_checked > 100 and long_positives > 100
+    # anchor_share 0.5 of the samples whose anchor fits before the sample range (about 60 % on tiny)
+    assert anchors > 0.15 * long_positives
+
+
+def test_length_shift_knobs_from_the_builder_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"length_shift: unknown key\(s\) \['anchor_shar'\]"):
+        synthetic.build(str(tmp_path / "x"), "tiny", length_shift={"anchor_shar": 0.7}, show_progress=False)
+    with pytest.raises(ValueError, match="mix_share must lie in"):
+        LengthShiftConfig(mix_share=1.5)
+    folder = synthetic.build(str(tmp_path / "y"), "tiny", length_shift={"anchor_share": 0.7}, show_progress=False)
+    assert read_info(folder)["generator"]["length_shift"]["anchor_share"] == 0.7
+    assert synthetic.PRESETS["demo_lengthshift"] == replace(synthetic.PRESETS["demo"], length_shift=LengthShiftConfig())

@@ -221,3 +221,124 @@ def test_malformed_results_file_is_one_error_line(tmp_path, capsys):
                        "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {results}: line ") and "not readable as CSV" in err and err.count("\n") == 1
+
+
+# ----- max_len sweep and the study --------------------------------------------------------------
+def _fake_trainer(calls):
+    """A run_experiment stand-in whose backbone shows the paper's O1 (short-history AUC falls with max_len,
+    long-history AUC rises) and whose paper preset gains more on validation than lean; appends its row."""
+    def run_experiment(expid, config_dir=None, gpu=-1, data_root=None, overrides=None, results_file=None, tag=None):
+        params = {**config_lib.load_config(expid, config_dir), **overrides}
+        model, max_len, seed = str(params["model"]), int(params["max_len"]), int(params["seed"])
+        lain = model.endswith("_LAIN")
+        preset = params.get("lain_preset", "lean") if lain else ""
+        calls.append((expid, max_len, seed, preset, tag))
+        step = math.log10(max_len / 50)
+        bonus = {"": 0.0, "lean": 0.001, "paper": 0.003}[preset] + 0.0001 * seed
+        row = {"run_id": f"{len(calls)}", "timestamp": f"2026-01-01T00:{len(calls) // 60:02d}:{len(calls) % 60:02d}",
+               "expid": expid, "dataset_id": params["dataset_id"], "model": model,
+               "backbone": model.replace("_LAIN", ""), "lain": lain, "seed": seed, "max_len": max_len, "tag": tag or "",
+               "params": json.dumps({k: v for k, v in params.items() if not k.startswith("_")}, default=str),
+               "valid_AUC": 0.76 + bonus, "test_AUC": 0.77 + bonus, "test_gAUC": 0.775 + bonus,
+               "test_logloss": 0.45 - bonus, "valid_gAUC": 0.76, "valid_logloss": 0.45,
+               "test_AUC@0-100": 0.75 - 0.01 * step + (0.005 if lain else 0), "test_AUC@200-inf": 0.78 + 0.01 * step,
+               "test_gAUC@0-100": 0.74, "test_gAUC@200-inf": 0.79, "test_gini@0-100": 0.2, "test_gini@200-inf": 0.3 + 0.01 * step}
+        append_result(results_file, row)
+        return row
+    return run_experiment
+
+
+def test_sweep_trains_both_models_at_every_max_len_and_skips_what_is_there(tmp_path):
+    calls = []
+    results, out = str(tmp_path / "sweep.csv"), str(tmp_path / "out")
+    table = tuner.run_sweep("DIN_LAIN_synthetic", [50, 200, 1000], [1, 2], "paper", runner=_fake_trainer(calls),
+                            results_file=results, out=out)
+    assert len(calls) == 12
+    assert {(c[0], c[3]) for c in calls} == {("DIN_synthetic", ""), ("DIN_LAIN_synthetic", "paper")}
+    assert {c[1] for c in calls} == {50, 200, 1000} and {c[2] for c in calls} == {1, 2}
+    assert list(table["max_len"]) == [50, 50, 200, 200, 1000, 1000] and list(table["n"]) == [2] * 6
+    assert list(table["role"]) == ["backbone", "LAIN"] * 3
+    markdown = (tmp_path / "out" / "sweep_DIN_synthetic_paper.md").read_text()
+    assert "backbone: short-history (0-100) test AUC 0.7500 at max_len 50 -> 0.7370 at 1000" in markdown
+    assert "observation (short falls, long rises) appears" in markdown and "## attention Gini per length bucket" in markdown
+    assert (tmp_path / "out" / "sweep_DIN_synthetic_paper.png").stat().st_size > 0
+    assert len(pd.read_csv(tmp_path / "out" / "sweep_DIN_synthetic_paper.csv")) == 6
+    tuner.run_sweep("DIN_synthetic", [50, 200, 1000, 500], [1, 2], "paper", runner=_fake_trainer(calls),
+                    results_file=results, out=out)
+    assert len(calls) == 16 and {c[1] for c in calls[12:]} == {500}       # only the new max_len ran
+    tuner.run_sweep("DIN_synthetic", [50, 100], [3], backbone_only=True, runner=_fake_trainer(calls),
+                    results_file=results, out=out)
+    assert [(c[0], c[1]) for c in calls[16:]] == [("DIN_synthetic", 50), ("DIN_synthetic", 100)]
+
+
+def test_sweep_on_another_dataset_and_its_errors(tmp_path, capsys):
+    calls = []
+    tuner.run_sweep("TWIN_synthetic", [50], [1], runner=_fake_trainer(calls), dataset_id="synthetic_lengthshift",
+                    results_file=str(tmp_path / "s.csv"), out=str(tmp_path))
+    assert [c[0] for c in calls] == ["TWIN_synthetic_lengthshift", "TWIN_LAIN_synthetic_lengthshift"]
+    params = config_lib.load_config("TWIN_LAIN_synthetic_lengthshift", str(tmp_path / "configs"))
+    assert params["dataset_id"] == "synthetic_lengthshift" and params["topk"] == 50
+    with pytest.raises(SystemExit):
+        tuner.main(["sweep", "--expid", "DIN_synthetic", "--lain_preset", "huge"])
+    capsys.readouterr()
+    assert tuner.main(["sweep", "--expid", "DIN_synthetc", "--dry-run"]) == 2
+    assert "unknown expid 'DIN_synthetc'" in capsys.readouterr().err
+
+
+def test_ablation_and_grid_take_a_preset(tmp_path):
+    log = []
+    runner = _fake_ablation_runner(log)
+    seen = []
+
+    def recording(expid, overrides=None, **kwargs):
+        seen.append(overrides.get("lain_preset"))
+        return runner(expid, overrides={k: v for k, v in overrides.items() if k != "lain_preset"}, **kwargs)
+    tuner.run_ablation("DIN_LAIN_synthetic_tiny", [1], ["full", "wo_qk"], runner=recording, out=str(tmp_path),
+                       results_file=str(tmp_path / "a.csv"), lain_preset="paper")
+    assert seen == ["paper", "paper"] and (tmp_path / "ablation_DIN_LAIN_synthetic_tiny_paper.md").exists()
+    result = tuner.run_grid(EXAMPLE, out_dir=str(tmp_path / "grid"), dry_run=True, lain_preset="paper")
+    assert all(p.block["lain_preset"] == "paper" for p in result["points"])
+    grid = tmp_path / "din.yaml"
+    grid.write_text(yaml.safe_dump({"base_expid": "DIN_synthetic", "tuner_space": {"learning_rate": [1.e-3]}}))
+    with pytest.raises(config_lib.ConfigError, match="--lain_preset needs a _LAIN expid; 'DIN_synthetic' is model DIN"):
+        tuner.run_grid(str(grid), out_dir=str(tmp_path / "grid2"), dry_run=True, lain_preset="paper")
+
+
+def test_study_dry_run_lists_every_run(capsys):
+    from lainctr.study import StudyConfig, dry_run, lain_backbones
+    lines = dry_run(StudyConfig())
+    models = len(lain_backbones())
+    assert models >= 7 and {"DIN", "TWIN", "DiffuMIN"} <= set(lain_backbones())
+    assert lines[0] == (f"study on synthetic: {models * 15 + 60 + models * 8 * 3} runs "
+                        f"({models * 15} grid, 60 sweeps, {models * 8 * 3} ablations)")
+    runs = [line for line in lines if line.startswith("  ")]
+    grid = [line for line in runs if line.endswith("study/synthetic/results.csv")]
+    assert len(grid) == models * 15
+    assert sum("DIN_LAIN_synthetic seed=2030 lain_preset=paper" in line for line in grid) == 1
+    assert sum(" DIN_synthetic seed=2026 max_len=1000" in " " + line.strip() for line in runs) == 1
+    assert sum("tag=ablation:wo_sle" in line for line in runs) == models * 3
+    assert all("lain_preset=<better preset>" in line for line in runs if "ablation:" in line)
+    assert tuner.main(["study", "--dry-run", "--models", "DIN"]) == 2
+    assert "study: sweep backbone(s) ['TWIN'] are not among the study's models ['DIN']" in capsys.readouterr().err
+    assert tuner.main(["study", "--dry-run", "--models", "DIN", "--sweep_backbones", "DIN", "--seeds", "1", "--sweep_seeds", "1",
+                       "--ablation_seeds", "1", "--max_len", "50", "200"]) == 0
+    assert capsys.readouterr().out.startswith("study on synthetic: 15 runs (3 grid, 4 sweeps, 8 ablations)")
+
+
+def test_study_runs_its_stages_and_picks_the_preset_on_validation(tmp_path):
+    from lainctr.study import StudyConfig, run_study
+    calls = []
+    config = StudyConfig(seeds=(1, 2), sweep_seeds=(1,), ablation_seeds=(1,), sweep_max_lens=(50, 200),
+                         sweep_backbones=("DIN",), out=str(tmp_path / "docs"), work=str(tmp_path / "work"),
+                         models=("DIN",))
+    result = run_study(config, runner=_fake_trainer(calls))
+    assert result["preset"] == "paper"                                   # +0.3 % vs +0.1 % on validation
+    assert len(calls) == 3 * 2 + 4 + 8
+    assert {c[3] for c in calls if c[4] and c[4].startswith("ablation:")} == {"paper"}
+    assert {c[3] for c in calls[6:10] if c[0].startswith("DIN_LAIN")} == {"paper"}
+    docs = tmp_path / "docs"
+    assert (docs / "results_demo.csv").exists() and (docs / "sweep_DIN_synthetic_paper.md").exists()
+    assert (docs / "ablation_DIN_LAIN_synthetic_paper.md").exists()
+    markdown = (docs / "leaderboard.md").read_text()
+    assert "DIN_LAIN_synthetic (paper)" in markdown and "No interval for DIN_LAIN_synthetic @200" in markdown
+    assert run_study(config, runner=_fake_trainer(calls))["preset"] == "paper" and len(calls) == 18   # all skipped

@@ -2,7 +2,7 @@
 
 * :mod:`.length` — ``bucket_report``: samples / users / CTR per length bucket.
 * :mod:`.gini` — ``gini``, ``attention_gini_by_bucket``.
-* :mod:`.evaluation` — ``extra_evaluation_columns``: the columns ``Trainer.evaluation_columns`` adds per split.
+* :mod:`.evaluation` — ``extra_evaluation_columns``: the columns ``Trainer.evaluate_split`` adds per split.
 * :mod:`.aggregate` — results files -> mean ± std per expid -> LAIN-vs-backbone gains.
 * :mod:`.reference` — ``reference/published_results.csv`` lookups.
 * :mod:`.ablation` — the spec's ablation variants and table.

@@ -1,9 +1,11 @@
 """Aggregation of results files: runs -> per-expid mean/std over seeds -> LAIN-vs-backbone gains.
 
-Group key of a run: (dataset_id, expid, model, backbone, lain, variant, max_len). ``variant`` is the
-results file's ``tag`` column when present, else for LAIN models the ablation variant inferred from the
+Group key of a run: (dataset_id, expid, model, backbone, lain, lain_preset, variant, max_len). ``variant`` is
+the results file's ``tag`` column when present, else for LAIN models the ablation variant inferred from the
 run's params (``full`` for the default switches), else "" — so ablation runs written to the main results
 file never mix with the full model, and only untagged backbone runs serve as the base of a gain.
+``lain_preset`` is a LAIN run's size preset (``lean`` when its params name none), "" for a backbone: a
+``paper`` run of an expid is its own group, paired with the same backbone.
 """
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from ..lain_presets import DEFAULT_PRESET
 from ..results import read_table
+from ..run_plan import preset_of
 from .ablation import infer_variant
+from .bootstrap import BOOTSTRAP_METRICS, BootstrapSettings, paired_intervals
+from .predictions import read_predictions
 from .stats import mean_std
 
-GROUP_KEYS = ["dataset_id", "expid", "model", "backbone", "lain", "variant", "max_len"]
+GROUP_KEYS = ["dataset_id", "expid", "model", "backbone", "lain", "lain_preset", "variant", "max_len"]
 METRIC_COLUMN = re.compile(r"^(valid|test)_([A-Za-z_]+?)(?:@(\d+-(?:\d+|inf)))?$")
 GAIN_METRICS = ("AUC", "gAUC", "logloss", "gini", "gini_bucket_var")
 COUNT_METRICS = ("samples", "users")
@@ -94,6 +100,8 @@ def load_results(paths: Sequence[str], latest_per_seed: bool = True) -> pd.DataF
     tags = runs["tag"] if "tag" in runs else pd.Series([""] * len(runs), index=runs.index)
     params = runs["params"] if "params" in runs else pd.Series(["{}"] * len(runs), index=runs.index)
     runs["variant"] = [variant_of(tag, p, lain) for tag, p, lain in zip(tags, params, runs["lain"])]
+    runs["lain_preset"] = [preset_of(model, json.loads(p or "{}")) if lain else ""
+                           for model, p, lain in zip(runs["model"], params, runs["lain"])]
     if latest_per_seed and len(runs):
         order = runs["timestamp"] if "timestamp" in runs else pd.Series(range(len(runs)), index=runs.index)
         runs = (runs.assign(_order=order).sort_values("_order", kind="stable")
@@ -143,6 +151,18 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                         [f"{c}_{s}" for c in columns for s in ("mean", "std")])
 
 
+def group_label(row: pd.Series) -> str:
+    """``expid``, `` (<preset>)`` for a LAIN size preset other than the default, `` [<variant>]`` for a
+    tagged or ablation group."""
+    label = str(row["expid"])
+    preset = row.get("lain_preset", "")
+    if preset not in ("", DEFAULT_PRESET, None) and not pd.isna(preset):
+        label += f" ({preset})"
+    if row.get("variant") not in ("", "full", None) and not pd.isna(row.get("variant")):
+        label += f" [{row['variant']}]"
+    return label
+
+
 def base_expid_of(expid: str) -> str:
     """``TWIN_LAIN_kuaivideo`` -> ``TWIN_kuaivideo``."""
     return expid.replace("_LAIN", "", 1)
@@ -179,16 +199,25 @@ def _group_runs(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
     return runs[mask]
 
 
+GAIN_COLUMNS = ["dataset_id", "backbone", "lain_expid", "lain_preset", "base_expid", "max_len", "split", "metric",
+                "bucket", "base_mean", "lain_mean", "gain_pct", "gain_pct_std", "n", "paired", "ci_low", "ci_high",
+                "significant", "ci_note"]
+
+
 def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str = "test",
-          metrics: Sequence[str] = GAIN_METRICS) -> pd.DataFrame:
+          metrics: Sequence[str] = GAIN_METRICS, intervals: Optional[BootstrapSettings] = None,
+          search_dirs: Sequence[str] = ()) -> pd.DataFrame:
     """Relative gain of every full ``_LAIN`` group over its backbone, overall and per length bucket.
 
     Paired over seeds when both groups ran a common seed (mean and sample std of the per-seed gains over
     the common seeds, ``paired`` True); otherwise the gain of the means (``paired`` False, no std).
+    With ``intervals`` (test split only), AUC, gAUC and logloss gains get the 95 % interval of the paired
+    user bootstrap (:mod:`.bootstrap`) from the runs' kept predictions (``predictions_file``, relative paths
+    tried against ``search_dirs``): ``ci_low``, ``ci_high``, ``significant`` (the interval excludes 0);
+    where it cannot be computed, ``ci_note`` says why.
 
     Returns:
-        long table: dataset_id, backbone, lain_expid, base_expid, max_len, split, metric, bucket,
-        base_mean, lain_mean, gain_pct, gain_pct_std, n, paired.
+        long table with the columns :data:`GAIN_COLUMNS`.
     """
     summary = summarize(runs) if summary is None else summary
     rows = []
@@ -196,12 +225,15 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
         lain_row, base_row = summary.loc[lain_index], summary.loc[base_index]
         lain_runs, base_runs = _group_runs(runs, lain_row), _group_runs(runs, base_row)
         common = sorted(set(lain_runs["seed"].dropna()) & set(base_runs["seed"].dropna()))
-        for column in metric_columns(runs, split):
+        columns = [c for c in metric_columns(runs, split) if metric_parts(c)[1] in metrics
+                   and not pd.isna(lain_row[f"{c}_mean"]) and not pd.isna(base_row[f"{c}_mean"])]
+        bounds, note = ({}, "") if intervals is None else _pair_intervals(
+            lain_runs, base_runs, common, split, sorted({metric_parts(c)[2] for c in columns}), intervals, search_dirs)
+        for column in columns:
             _, metric, bucket = metric_parts(column)
-            if metric not in metrics or pd.isna(lain_row[f"{column}_mean"]) or pd.isna(base_row[f"{column}_mean"]):
-                continue
             out = {"dataset_id": lain_row["dataset_id"], "backbone": lain_row["backbone"],
-                   "lain_expid": lain_row["expid"], "base_expid": base_row["expid"], "max_len": lain_row["max_len"],
+                   "lain_expid": lain_row["expid"], "lain_preset": lain_row["lain_preset"],
+                   "base_expid": base_row["expid"], "max_len": lain_row["max_len"],
                    "split": split, "metric": metric, "bucket": bucket,
                    "base_mean": base_row[f"{column}_mean"], "lain_mean": lain_row[f"{column}_mean"]}
             if common:
@@ -213,10 +245,39 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
             else:
                 out.update(gain_pct=relative_gain(out["lain_mean"], out["base_mean"]), gain_pct_std=math.nan,
                            n=int(min(lain_row["n"], base_row["n"])), paired=False)
+            low, high = bounds.get((metric, bucket), (math.nan, math.nan))
+            out.update(ci_low=low, ci_high=high, significant=bool(low > 0 or high < 0),
+                       ci_note=note if intervals is not None and metric in BOOTSTRAP_METRICS else "")
             rows.append(out)
-    return pd.DataFrame(rows, columns=["dataset_id", "backbone", "lain_expid", "base_expid", "max_len", "split",
-                                       "metric", "bucket", "base_mean", "lain_mean", "gain_pct", "gain_pct_std",
-                                       "n", "paired"])
+    return pd.DataFrame(rows, columns=GAIN_COLUMNS)
+
+
+def _pair_intervals(lain_runs: pd.DataFrame, base_runs: pd.DataFrame, seeds: Sequence[int], split: str,
+                    buckets: Sequence[str], settings: BootstrapSettings,
+                    search_dirs: Sequence[str]) -> Tuple[Dict[Tuple[str, str], Tuple[float, float]], str]:
+    """(bootstrap intervals by (metric, bucket), "") of one LAIN-backbone pair, or ({}, why there are none)."""
+    if split != "test":
+        return {}, "intervals on the test split only (the runs keep their test predictions)"
+    if not seeds:
+        return {}, "no seed run by both: unpaired"
+    pairs: List[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]] = []
+    missing: Dict[str, List[str]] = {}
+    for seed in seeds:
+        files: List[Optional[str]] = []
+        for group in (lain_runs, base_runs):
+            row = group[group["seed"] == seed].iloc[-1]
+            files.append(find_file(str(row.get("predictions_file", "") or ""), search_dirs))
+            if files[-1] is None:
+                missing.setdefault(str(row["expid"]), []).append(str(seed))
+        lain_file, base_file = files
+        if lain_file is not None and base_file is not None:
+            pairs.append((read_predictions(lain_file), read_predictions(base_file)))
+    if missing:
+        return {}, "no test predictions of " + "; ".join(f"{e} (seed {', '.join(s)})" for e, s in missing.items())
+    try:
+        return paired_intervals(pairs, buckets, settings), ""
+    except ValueError as error:
+        return {}, str(error)
 
 
 def bucket_table(summary: pd.DataFrame, metric: str = "AUC", split: str = "test") -> pd.DataFrame:
@@ -226,6 +287,15 @@ def bucket_table(summary: pd.DataFrame, metric: str = "AUC", split: str = "test"
     columns.sort(key=lambda c: bucket_order(metric_parts(c[:-5])[2]))
     keep = GROUP_KEYS + ["n"] + [x for c in columns for x in (c, c[:-5] + "_std")]
     return summary[keep].copy()
+
+
+def find_file(path: str, search_dirs: Iterable[str] = ()) -> Optional[str]:
+    """An existing file a results row names: ``path`` itself when absolute, else the first of
+    ``<search dir>/path`` and ``path`` that exists; None if none does."""
+    if not path:
+        return None
+    candidates = [path] if os.path.isabs(path) else [os.path.join(d, path) for d in search_dirs] + [path]
+    return next((c for c in candidates if os.path.exists(c)), None)
 
 
 def history_curves(runs: pd.DataFrame, search_dirs: Iterable[str] = ()) -> Dict[str, List[dict]]:
@@ -238,8 +308,7 @@ def history_curves(runs: pd.DataFrame, search_dirs: Iterable[str] = ()) -> Dict[
         path = str(run.get("history_file", "") or "")
         if not path:
             continue
-        candidates = [path] if os.path.isabs(path) else [os.path.join(d, path) for d in search_dirs] + [path]
-        found = next((c for c in candidates if os.path.exists(c)), None)
+        found = find_file(path, search_dirs)
         if found is None:
             logging.info("history file %s not found; skipped", path)
             continue

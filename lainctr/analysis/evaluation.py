@@ -1,4 +1,4 @@
-"""Evaluation columns beyond the metrics (``Trainer.evaluation_columns``): length shares and attention Gini."""
+"""Evaluation columns beyond the metrics (``Trainer.evaluate_split``): length shares and attention Gini."""
 from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 
@@ -13,13 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .aggregate import bucket_order, parse_metric_column  # noqa: E402
+from ..atomic import write_atomically  # noqa: E402
+from .aggregate import bucket_order, group_label, parse_metric_column  # noqa: E402
 
 
 def _run_label(row: pd.Series) -> str:
-    label = str(row["expid"])
-    if row.get("variant") not in ("", "full", None) and not pd.isna(row.get("variant")):
-        label += f" [{row['variant']}]"
+    label = group_label(row)
     if len(str(row.get("max_len", ""))):
         label += f" @{row['max_len']}"
     return label + f" (n={row['n']})"
@@ -96,5 +95,43 @@ def plot_training_curves(curves: Dict[str, List[dict]], path: str, title: Option
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_length_sweep(table: pd.DataFrame, path: str, title: Optional[str] = None,
+                      metrics: Sequence[str] = ("AUC", "gAUC", "gini"), split: str = "test") -> Optional[str]:
+    """One panel per metric: x = max_len (log scale), one colour per length bucket, the backbone solid and the
+    LAIN variant dashed, error bars = std over seeds (``table``: :func:`lainctr.sweep.sweep_table`). None when
+    the table has no bucket columns."""
+    panels = [(m, sorted({p[2] for c in table.columns if c.endswith("_mean") and (p := parse_metric_column(c[:-5]))
+                          and p[0] == split and p[1] == m and p[2]}, key=bucket_order)) for m in metrics]
+    panels = [(m, buckets) for m, buckets in panels if buckets]
+    if not panels or table.empty:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.9), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for axis, (metric, buckets) in zip(axes[0], panels):
+        for role, style in (("backbone", "-"), ("LAIN", "--")):
+            rows = table[table["role"] == role].sort_values("max_len")
+            if rows.empty:
+                continue
+            for index, bucket in enumerate(buckets):
+                column = f"{split}_{metric}@{bucket}"
+                axis.errorbar(rows["max_len"].astype(float), rows[f"{column}_mean"],
+                              yerr=np.nan_to_num(rows[f"{column}_std"].to_numpy(float)), color=colors(index),
+                              linestyle=style, marker="o", markersize=3, capsize=2,
+                              label=f"{role} L in [{bucket.replace('-', ', ')})")
+        axis.set_xscale("log")
+        axis.minorticks_off()
+        axis.set_xticks(sorted(table["max_len"].astype(float).unique()))
+        axis.set_xticklabels([str(int(m)) for m in sorted(table["max_len"].unique())])
+        axis.set_xlabel("max_len")
+        axis.set_ylabel(f"{split} {metric}" if metric != "gini" else "attention Gini")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(title or "max_len sweep")
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     plt.close(figure)
     return path

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, replace
-from typing import Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 from tqdm import tqdm
 
+from . import length_shift as shift_lib
+from .length_shift import LengthShiftConfig
 from .store import FeatureSpec, UserSequences, build_feature_map_json, write_dataset
 
 LABEL = "label"
@@ -71,6 +73,7 @@ class SyntheticConfig:
     zipf_exponent: float = 1.1
     seed: int = 2026
     time: TimeConfig = TimeConfig()
+    length_shift: Optional[LengthShiftConfig] = None   # the issue-16 mechanism (lainctr.data.length_shift); off
 
     @property
     def num_items(self) -> int:
@@ -86,6 +89,9 @@ PRESETS: Dict[str, SyntheticConfig] = {
                             length_sigma=1.2, min_length=3, max_length=3000, sample_fraction=0.15,
                             negatives_per_click=3, stickiness=0.6, favourite_prob=0.25, num_favourites=12),
 }
+# The demo with the length-shift mechanism (short users read the mix of their history, long users a few
+# specific past items); dataset ``synthetic_lengthshift``. Not the default demo.
+PRESETS["demo_lengthshift"] = replace(PRESETS["demo"], length_shift=LengthShiftConfig())
 SPLIT_FRACTIONS = (0.8, 0.9)  # per user, by time: first 80 % of samples train, next 10 % valid, last 10 % test
 
 
@@ -198,6 +204,7 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
     """
     rng = np.random.default_rng(cfg.seed)
     time_rng = np.random.default_rng([cfg.seed, TIME_STREAM])
+    shift_rng = np.random.default_rng([cfg.seed, shift_lib.STREAM])
     world, clock = _World(cfg, rng), _Clock(cfg, time_rng)
     lengths = np.clip(np.round(rng.lognormal(np.log(cfg.median_length), cfg.length_sigma, cfg.num_users)),
                       cfg.min_length, cfg.max_length).astype(np.int64)
@@ -207,11 +214,14 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
         categories, weights = _user_interests(cfg, world, length, rng)
         favourites = world.items_of(categories[rng.choice(len(categories), cfg.num_favourites, p=weights)], rng)
         items, item_categories = _behaviours(cfg, world, length, categories, weights, favourites, rng)
+        num_samples = max(1, int(round(cfg.sample_fraction * length)))
+        if cfg.length_shift is not None:
+            shifted = shift_lib.rewrite(cfg.length_shift, world, items, item_categories, num_samples, shift_rng)
+            items, item_categories = shifted.items, shifted.categories
         sequences.append(items)
         rng.exponential(3600.0, size=length)   # the main stream's old timestamp draws: keeps every column after them
         times = clock.timestamps(item_categories, time_rng)
         timestamps.append(times)
-        num_samples = max(1, int(round(cfg.sample_fraction * length)))
         positions = np.arange(length - num_samples, length)
         rank = np.arange(num_samples) / num_samples
         split = np.searchsorted(np.array(SPLIT_FRACTIONS), rank, side="right")  # 0 train, 1 valid, 2 test
@@ -219,6 +229,8 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
                                      world.popular_categories(num_samples, rng))
         r = cfg.negatives_per_click
         negatives = _negatives(cfg, world, np.repeat(previous_category, r), categories, weights, rng)
+        if cfg.length_shift is not None:
+            negatives = shift_lib.negatives(shifted, negatives, r, world, shift_rng)
         hour_pos = (18 + rng.normal(0, 4, num_samples)).astype(np.int64) % 24
         hour_neg = rng.integers(0, 24, size=num_samples * r)
         rows.append(np.column_stack([
@@ -255,11 +267,19 @@ def length_statistics(lengths: np.ndarray, sample_seq_len: np.ndarray, boundarie
 
 
 def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str = "synthetic",
-          show_progress: bool = True) -> str:
-    """Generate a preset and write it as a dataset folder (atomically)."""
+          show_progress: bool = True, length_shift: Optional[Dict[str, Any]] = None) -> str:
+    """Generate a preset and write it as a dataset folder (atomically). ``length_shift``: knobs of the
+    length-shift mechanism (:class:`~lainctr.data.length_shift.LengthShiftConfig`) over the preset's own
+    (switching it on for a preset without it), e.g. ``{anchor_share: 0.7}`` in a dataset's ``builder_args``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown synthetic preset '{preset}'; choose from {sorted(PRESETS)}")
     cfg = replace(PRESETS[preset], seed=seed)
+    if length_shift is not None:
+        known = set(LengthShiftConfig.__dataclass_fields__)
+        unknown = sorted(set(length_shift) - known)
+        if unknown:
+            raise ValueError(f"length_shift: unknown key(s) {unknown}; valid: {sorted(known)}")
+        cfg = replace(cfg, length_shift=replace(cfg.length_shift or LengthShiftConfig(), **length_shift))
     splits, sequences, item_table = generate(cfg, show_progress=show_progress)
     feature_map = build_feature_map_json(
         dataset_id, LABEL,

@@ -22,6 +22,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..lain_presets import DEFAULT_PRESET, LAIN_PRESETS
 from .caching import LengthTabulated
 
 SHORT_BRANCH = "short"   # the branch ``lain_on_short_branch`` switches
@@ -35,8 +36,8 @@ class LAINOnly:
 class LAINConfig:
     """LAIN switches and sizes, as written in a model's YAML (every key optional).
 
-    Defaults are the spec's ``lean`` preset; the ``paper`` preset is fourier_dim 64, sle_hidden_dim 512,
-    prompt_hidden_dim = d, length_embedding_dim 0 (e_len = h_len).
+    Defaults are the spec's ``lean`` preset (:data:`LAIN_PRESETS`); :func:`lain_config` starts from a named
+    preset instead (the YAML key ``lain_preset``).
     """
     use_sle: bool = True                    # False: bucket-embedding length encoder ("w/o SLE")
     use_prompts: bool = True                # length-conditioned prompts (LCP)
@@ -46,7 +47,7 @@ class LAINConfig:
     num_prompts: int = 4                    # k
     fourier_dim: int = 16                   # d_f
     sle_hidden_dim: int = 64                # d_h
-    prompt_hidden_dim: int = 32             # d_p
+    prompt_hidden_dim: int = 32             # d_p; 0 = d (the token width)
     length_embedding_dim: int = 16          # d_e; 0 = use h_len itself (d_e = d)
     length_input: str = "raw"               # raw | log1p: scaling of L before the Fourier features
     length_source: str = "visible"          # visible: min(seq_len, max_len); raw: untruncated seq_len
@@ -87,6 +88,20 @@ class LAINConfig:
 
     def length_dim(self, token_dim: int) -> int:
         return self.length_embedding_dim or token_dim
+
+    def prompt_dim(self, token_dim: int) -> int:
+        return self.prompt_hidden_dim or token_dim
+
+
+def lain_config(lain_preset: str = DEFAULT_PRESET, **keys) -> LAINConfig:
+    """The :class:`LAINConfig` of a YAML block: the sizes of ``lain_preset``, then the block's own keys.
+
+    Raises:
+        ValueError: an unknown preset (the message lists the known ones).
+    """
+    if lain_preset not in LAIN_PRESETS:
+        raise ValueError(f"lain_preset must be one of {sorted(LAIN_PRESETS)}, got '{lain_preset}'")
+    return LAINConfig(**{**LAIN_PRESETS[lain_preset], **keys})
 
 
 @dataclass(frozen=True)
@@ -220,7 +235,7 @@ class LengthConditioner(LAINOnly, LengthTabulated, nn.Module):
                                    if config.use_sle else BucketLengthEncoder(max_len, token_dim))
         prompt_sets = (["shared"] if config.shared_prompts else self.branches) if config.use_prompts else []
         self.prompt_generators = nn.ModuleDict({
-            name: LengthConditionedPrompts(token_dim, config.num_prompts, config.prompt_hidden_dim)
+            name: LengthConditionedPrompts(token_dim, config.num_prompts, config.prompt_dim(token_dim))
             for name in prompt_sets})
         self.length_projection = (nn.Linear(token_dim, config.length_embedding_dim)
                                   if config.use_qk_conditioning and config.length_embedding_dim else None)

@@ -1,0 +1,123 @@
+"""A switchable mechanism of the synthetic generator in which short- and long-history users need differently
+shaped attention (issue 16; the problem LAIN addresses, spec s.1).
+
+* **Long users** (full history ``L >= long_length``): a share ``anchor_share`` of their samples re-consume an
+  *anchor*, an item drawn uniformly from its category and seen once, ``anchor_min_age`` to ``anchor_max_age``
+  behaviours before the sample. The negatives of such a sample are other uniformly drawn items of the anchor's
+  category, so only finding that one past item tells the click: the click depends on a few specific past items
+  (sharp attention over a window that reaches back far enough: invisible at max_len 50, always visible at
+  max_len >= ``anchor_max_age``).
+* **Short users** (``L <= short_length``): a share ``mix_share`` of their behaviours copy the category of a
+  uniformly drawn earlier behaviour (a Polya urn) with a fresh item of it, and the negatives of their samples come
+  from the categories of their history drawn uniformly: the click depends on the overall mix of the history (how
+  often the target's category occurs), which smooth attention reads and sharp attention loses.
+* Users in between get both in proportion ``a = (L - short_length) / (long_length - short_length)``: anchors
+  with probability ``a * anchor_share``, urn copies with ``(1 - a) * mix_share``, urn negatives with ``1 - a``.
+
+The mechanism rewrites the base generator's draws with a random stream of its own, after the base drew them:
+the users' lengths (so the data's imbalance: most users short, most samples from long users), interests, hours
+and sample positions are exactly the base generator's. Off (``SyntheticConfig.length_shift = None``) nothing
+here runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+STREAM = 0x1E65   # the mechanism's random stream is seeded with (seed, STREAM)
+BASE, MIX, ANCHOR = 0, 1, 2   # how a sample's negatives are drawn
+
+
+@dataclass(frozen=True)
+class LengthShiftConfig:
+    """Knobs of the mechanism (see the module docstring); lengths in behaviours."""
+    short_length: int = 100
+    long_length: int = 200
+    mix_share: float = 0.9
+    anchor_share: float = 0.5
+    anchor_min_age: int = 100
+    anchor_max_age: int = 900
+
+    def __post_init__(self):
+        if not 0 < self.short_length < self.long_length:
+            raise ValueError(f"length_shift: need 0 < short_length < long_length, got {self.short_length}, "
+                             f"{self.long_length}")
+        if not 0 < self.anchor_min_age <= self.anchor_max_age:
+            raise ValueError(f"length_shift: need 0 < anchor_min_age <= anchor_max_age, got "
+                             f"{self.anchor_min_age}, {self.anchor_max_age}")
+        for name in ("mix_share", "anchor_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"length_shift: {name} must lie in [0, 1], got {getattr(self, name)}")
+
+    def long_weight(self, length: int) -> float:
+        """a in [0, 1]: 0 for short users, 1 for long users, linear in between."""
+        return float(np.clip((length - self.short_length) / (self.long_length - self.short_length), 0.0, 1.0))
+
+
+class RewrittenUser(NamedTuple):
+    """One user's behaviours after the mechanism: items and categories (L,), and per sample (num_samples,) how
+    its negatives are drawn (``BASE`` / ``MIX`` / ``ANCHOR``)."""
+    items: np.ndarray
+    categories: np.ndarray
+    kinds: np.ndarray
+
+
+def rewrite(shift: LengthShiftConfig, world, items: np.ndarray, categories: np.ndarray, num_samples: int,
+            rng: np.random.Generator) -> RewrittenUser:
+    """The mechanism applied to one user's base behaviours ``items``, ``categories`` (L,) whose last
+    ``num_samples`` positions are samples; ``world`` is the generator's item catalogue."""
+    length = len(items)
+    weight = shift.long_weight(length)
+    items, categories = items.copy(), categories.copy()
+    copies = np.flatnonzero(rng.random(length) < (1.0 - weight) * shift.mix_share)
+    parents = np.floor(rng.random(len(copies)) * copies).astype(np.int64)
+    for position, parent in zip(copies[copies > 0], parents[copies > 0]):   # sequential: a copy may be copied
+        categories[position] = categories[parent]
+    redrawn = copies[copies > 0]
+    items[redrawn] = world.items_of(categories[redrawn], rng)
+    kinds = np.where(rng.random(num_samples) < 1.0 - weight, MIX, BASE)
+    positions = np.arange(length - num_samples, length)
+    sources = positions - rng.integers(shift.anchor_min_age, shift.anchor_max_age + 1, num_samples)
+    anchored = (rng.random(num_samples) < weight * shift.anchor_share) & (sources >= 0) & \
+        (sources < length - num_samples)
+    anchored &= _first_occurrences(np.where(anchored, sources, -1))
+    size = world.cfg.items_per_category
+    for sample in np.flatnonzero(anchored):
+        source, position = sources[sample], positions[sample]
+        items[source] = 1 + categories[source] * size + rng.integers(size)
+        items[position], categories[position] = items[source], categories[source]
+    kinds[anchored] = ANCHOR
+    return RewrittenUser(items, categories, kinds)
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """True at the first occurrence of every value >= 0 (one anchor per source position)."""
+    keep = np.zeros(len(values), dtype=bool)
+    valid = np.flatnonzero(values >= 0)
+    _, first = np.unique(values[valid], return_index=True)
+    keep[valid[first]] = True
+    return keep
+
+
+def negatives(user: RewrittenUser, base_negatives: np.ndarray, per_sample: int, world,
+              rng: np.random.Generator) -> np.ndarray:
+    """The negatives (num_samples * per_sample,), sample-major: the base generator's for ``BASE`` samples,
+    other items of the anchor's category for ``ANCHOR`` samples, items of a category of the history drawn
+    uniformly (each distinct category once) for ``MIX`` samples."""
+    out = base_negatives.copy()
+    num_samples = len(user.kinds)
+    positions = np.arange(len(user.items) - num_samples, len(user.items))
+    kinds = np.repeat(user.kinds, per_sample)
+    rows = np.repeat(positions, per_sample)
+    size = world.cfg.items_per_category
+    anchor = np.flatnonzero(kinds == ANCHOR)
+    out[anchor] = 1 + user.categories[rows[anchor]] * size + rng.integers(size, size=len(anchor))
+    mix = np.flatnonzero(kinds == MIX)
+    distinct, first_seen = np.unique(user.categories, return_index=True)
+    order = np.argsort(first_seen)
+    seen = np.searchsorted(first_seen[order], rows[mix], side="left")        # categories seen before the sample
+    drawn = distinct[order][np.floor(rng.random(len(mix)) * seen).astype(np.int64)]
+    out[mix] = world.items_of(drawn, rng)
+    return out

@@ -1,0 +1,132 @@
+"""Planned runs of the multi-run commands (sweep, study): what to run, what a results file already holds, and
+expids moved onto another dataset.
+
+A :class:`PlannedRun` is one ``run_experiment`` call. Its identity in a results file is
+(expid, seed, max_len, LAIN preset, tag), so a command that is run again skips what is already there.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import yaml
+
+from . import config as config_lib
+from .atomic import write_atomically
+from .lain_presets import DEFAULT_PRESET
+
+Runner = Callable[..., Dict[str, Any]]
+RunKey = Tuple[str, int, int, str, str]
+
+
+def default_runner() -> Runner:
+    from . import experiment  # imported here: it loads torch and fuxictr
+    return experiment.run_experiment
+
+
+def preset_of(model: str, params: Mapping[str, Any]) -> str:
+    """The LAIN size preset of a run: its ``lain_preset`` (the default for a LAIN model without one), '' for
+    a model without LAIN."""
+    return str(params.get("lain_preset", DEFAULT_PRESET)) if str(model).endswith("_LAIN") else ""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run: ``expid`` with ``overrides`` (seed, max_len, lain_preset, ablation switches ...) into
+    ``results_file``; ``tag`` as in ``run_experiment``; ``config_dir`` where the expid is defined."""
+    expid: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    results_file: str = ""
+    tag: Optional[str] = None
+    config_dir: Optional[str] = None
+
+    def params(self) -> Dict[str, Any]:
+        """The merged parameters the run will have."""
+        return {**config_lib.load_config(self.expid, self.config_dir), **self.overrides}
+
+    def key(self) -> RunKey:
+        params = self.params()
+        return (self.expid, int(params["seed"]), int(params["max_len"]), preset_of(params["model"], params),
+                self.tag or "")
+
+    def describe(self) -> str:
+        settings = " ".join(f"{k}={v}" for k, v in self.overrides.items())
+        return f"{self.expid} {settings}" + (f" tag={self.tag}" if self.tag else "") + f" -> {self.results_file}"
+
+
+def row_key(row: Mapping[str, Any]) -> RunKey:
+    """The identity of a results row (see :class:`PlannedRun.key`)."""
+    params = json.loads(row.get("params") or "{}")
+    return (str(row["expid"]), int(float(row["seed"])), int(float(row["max_len"])),
+            preset_of(str(row.get("model", "")), params), str(row.get("tag", "") or ""))
+
+
+def done_keys(results_file: str) -> Set[RunKey]:
+    """The identities of the runs ``results_file`` holds (none when it does not exist)."""
+    from .results import read_results
+    return {row_key(row) for row in read_results(results_file)}
+
+
+def execute(runs: Sequence[PlannedRun], runner: Optional[Runner] = None, gpu: int = -1,
+            data_root: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Run every planned run whose identity is not in its results file yet; returns the new rows."""
+    done: Dict[str, Set[RunKey]] = {}
+    rows = []
+    for run in runs:
+        if run.results_file not in done:
+            done[run.results_file] = done_keys(run.results_file)
+        key = run.key()
+        if key in done[run.results_file]:
+            print(f"  skip {run.describe()}: already there", flush=True)
+            continue
+        print(f"  run {run.describe()}", flush=True)
+        runner = runner or default_runner()
+        rows.append(runner(run.expid, tag=run.tag, config_dir=run.config_dir, gpu=gpu, data_root=data_root,
+                           overrides=dict(run.overrides), results_file=run.results_file))
+        done[run.results_file].add(key)
+    return rows
+
+
+def rebased_name(expid: str, old_dataset: str, new_dataset: str) -> str:
+    """``DIN_synthetic`` on ``synthetic_lengthshift`` -> ``DIN_synthetic_lengthshift``: the expid with its
+    dataset suffix replaced (``<expid>_<new dataset>`` when it has none)."""
+    stem = expid[:-len(old_dataset) - 1] if expid.endswith("_" + old_dataset) else expid
+    return f"{stem}_{new_dataset}"
+
+
+def rebase_on_dataset(expids: Sequence[str], dataset_id: str, directory: str) -> Dict[str, str]:
+    """The zoo's ``expids`` on ``dataset_id``; returns ``{expid: expid on the dataset}``.
+
+    An expid whose name on the dataset (:func:`rebased_name`) the zoo defines for that dataset is that one;
+    the others become ``base_expid`` blocks added to ``directory/rebased.yaml`` (a ``--config`` directory; the
+    length buckets come with the new dataset).
+
+    Raises:
+        ConfigError: an unknown expid or dataset, or a zoo expid of the new name on another dataset.
+    """
+    config_lib.load_dataset_config(dataset_id)
+    zoo_expids = set(config_lib.list_expids())
+    path = os.path.join(directory, "rebased.yaml")
+    blocks: Dict[str, Dict[str, str]] = {}
+    if os.path.exists(path):
+        with open(path) as fd:
+            blocks = yaml.safe_load(fd) or {}
+    names = {}
+    for expid in expids:
+        names[expid] = name = rebased_name(expid, str(config_lib.load_config(expid)["dataset_id"]), dataset_id)
+        if name in zoo_expids:
+            if config_lib.load_config(name)["dataset_id"] != dataset_id:
+                raise config_lib.ConfigError(f"cannot run {expid} on {dataset_id}: the zoo's expid {name} is on "
+                                             f"dataset {config_lib.load_config(name)['dataset_id']}")
+            blocks.pop(name, None)
+        else:
+            blocks[name] = {"base_expid": expid, "dataset_id": dataset_id}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fd:
+            fd.write("# Generated by lainctr.run_plan: zoo expids on another dataset. Do not edit.\n")
+            yaml.safe_dump(blocks, fd, sort_keys=False)
+    write_atomically(path, write)
+    return names
