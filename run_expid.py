@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="override the expid's seed")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="bf16: autocast forward passes (meant for CUDA; fp32 weights, softmaxes, losses, metrics)")
+    parser.add_argument("--out_of_core", action="store_true",
+                        help="leave the sample columns in the split files and read each batch's rows from disk "
+                             "(out_of_core: True); sequences and item table stay in memory")
     parser.add_argument("--ablation", default=None, choices=list(ablation_overrides()),
                         help="LAIN ablation variant of a _LAIN expid (spec section 6); tags the results row")
     args = parser.parse_args(argv)
@@ -47,6 +50,8 @@ def main(argv=None) -> int:
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.precision:
         overrides["precision"] = args.precision
+    if args.out_of_core:
+        overrides["out_of_core"] = True
     if args.ablation:  # on a non-LAIN expid the switches are unknown keys: a ConfigError below
         overrides.update(ablation_overrides()[args.ablation])
     try:
