@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="override the expid's seed")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="bf16: autocast forward passes (meant for CUDA; fp32 weights, softmaxes, losses, metrics)")
+    parser.add_argument("--out_of_core", action="store_true",
+                        help="leave the sample columns in the split files and read each batch's rows from disk "
+                             "(out_of_core: True); sequences and item table stay in memory")
     parser.add_argument("--ablation", default=None, choices=list(ablation_overrides()),
                         help="LAIN ablation variant of a _LAIN expid (spec section 6); tags the results row")
     parser.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
@@ -53,6 +56,8 @@ def main(argv=None) -> int:
         overrides["precision"] = args.precision
     if args.lain_preset:  # on a non-LAIN expid an unknown key: a ConfigError below
         overrides["lain_preset"] = args.lain_preset
+    if args.out_of_core:
+        overrides["out_of_core"] = True
     if args.ablation:  # on a non-LAIN expid the switches are unknown keys: a ConfigError below
         overrides.update(ablation_overrides()[args.ablation])
     try:

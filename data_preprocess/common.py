@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lainctr.data import store
+from lainctr.data.columns import Columns
 from lainctr.data.store import FeatureSpec, UserSequences, build_feature_map_json, write_dataset
 from lainctr.data.synthetic import length_statistics
 from lainctr.data.validation import (
@@ -446,7 +447,7 @@ def finish(args: argparse.Namespace, label: str, splits: Dict[str, Dict[str, np.
     validate_sequences(store.SEQUENCES_FILE, sequences.offsets, sequences.items, num_items, sequences.side)
     promise = bool(info["target_is_next_behaviour"])
     for split, columns in splits.items():
-        validate_split(f"{split}.h5", columns, label, sequences.lengths(), num_items, sample_vocab,
+        validate_split(f"{split}.h5", Columns.of(columns), label, sequences.lengths(), num_items, sample_vocab,
                        sequences.items if promise else None, sequences.offsets if promise else None)
     all_seq_len = np.concatenate([c["seq_len"] for c in splits.values()])
     info = dict(info, length_statistics=length_statistics(sequences.lengths(), all_seq_len, LENGTH_BUCKETS),

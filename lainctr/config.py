@@ -27,7 +27,7 @@ from .training_options import TrainerOptions
 
 # Keys the experiment runner consumes; the trainer takes TrainerOptions' keys, the model the rest.
 RUN_KEYS = {"model", "dataset_id", "seed", "batch_size", "eval_batch_size", "shuffle",
-            "results_file", "length_buckets", "group_id", "feature_specs"}
+            "results_file", "length_buckets", "group_id", "feature_specs", "out_of_core"}
 TRAINER_KEYS = frozenset(TrainerOptions.keys()) - {"gpu"}   # gpu comes from the command line
 DATASET_KEYS = {"data_dir", "builder", "builder_args", "length_buckets", "feature_specs", "download",
                 "preprocess"}

@@ -23,7 +23,7 @@ from . import config as config_lib
 from .analysis.predictions import PREDICTIONS_FILE, write_predictions
 from .analysis.summary import run_summary
 from .atomic import write_atomically
-from .data import store, synthetic
+from .data import store, synthetic, synthetic_scale
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
 from .data.loader import SequenceBatchLoader
@@ -37,7 +37,7 @@ from .trainer import Trainer
 from .training_options import TrainerOptions
 from .training_state import RESUME_FILE
 
-BUILDERS = {"synthetic": synthetic.build}
+BUILDERS = {"synthetic": synthetic.build, "synthetic_scale": synthetic_scale.build}
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -141,6 +141,26 @@ def _write_json(path: str, content: object) -> None:
     write_atomically(path, write)
 
 
+def out_of_core(run: Dict[str, Any]) -> bool:
+    """The expid's ``out_of_core`` (a bool; default False: the sample columns are read into memory)."""
+    value = run.get("out_of_core", False)
+    if not isinstance(value, bool):
+        raise config_lib.ConfigError(f"{run.get('_config_file', 'the config')}: expid '{run.get('expid')}': "
+                                     f"out_of_core must be True or False, got {value!r}")
+    return value
+
+
+def log_data_sizes(dataset) -> None:
+    """One line: what the dataset holds in memory and what stays on disk."""
+    sizes = dataset.sizes()
+    splits = sorted(dataset.splits)
+    on_disk = sum(sizes[f"{s}_columns"] - sizes[f"{s}_in_memory"] for s in splits)
+    logging.info("Data in memory: per-user sequences %.1f MB, item table %.1f MB, sample columns %.1f MB; "
+                 "read from disk per batch: %.1f MB of sample columns", sizes["sequences"] / 2 ** 20,
+                 sizes["item_table"] / 2 ** 20, sum(sizes[f"{s}_in_memory"] for s in splits) / 2 ** 20,
+                 on_disk / 2 ** 20)
+
+
 def build_model(params: Dict[str, Any], feature_map: FeatureMap, model_id: Optional[str] = None):
     """(model, trainer options) of a merged expid ``params`` (``config.load_config``) on ``feature_map``."""
     model_class = registry.get_model(str(params["model"]))
@@ -186,7 +206,8 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     logging.info("Run %s in %s (%d process%s). Params: %s", run_id, run_dir, group.world_size,
                  "es" if group.distributed else "", json.dumps(public_params, default=str))
     seed_everything(seed)
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data_dir, in_memory=not out_of_core(run))
+    log_data_sizes(dataset)
     feature_map = load_feature_map(dataset_id, data_dir, params)
     try:
         model = model_class(feature_map, model_id=model_id, **model_kwargs)

@@ -42,7 +42,7 @@ def predict_split(run_dir: str, split: str = "test", data_root: Optional[str] = 
         params = json.load(fd)
     dataset_id = str(params["dataset_id"])
     data_dir = ensure_dataset(dataset_id, config_lib.load_dataset_config(dataset_id), resolve_data_root(data_root))
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data_dir, in_memory=not params.get("out_of_core", False))
     if split not in dataset.splits:
         raise InputFileError(f"{data_dir}: no split '{split}'; splits: {sorted(dataset.splits)}")
     model, options = build_model(params, load_feature_map(dataset_id, data_dir, params))

@@ -24,6 +24,7 @@ def test_ranks_cover_every_sample_once_per_epoch(world_size, batch_size, tiny_da
     loaders = [SequenceBatchLoader(tiny_dataset, "valid", batch_size, 20, shuffle=True, seed=3,
                                    group=ProcessGroup(rank, world_size)) for rank in range(world_size)]
     order = np.random.default_rng(3).permutation(loaders[0].num_samples)
+    seq_len = tiny_dataset.splits["valid"]["seq_len"]
     starts = loaders[0].batch_starts()
     ends = np.append(starts[1:], loaders[0].num_samples)
     seen = []
@@ -32,7 +33,7 @@ def test_ranks_cover_every_sample_once_per_epoch(world_size, batch_size, tiny_da
         assert len(batches) == len(starts)
         for batch, start, end in zip(batches, starts, ends):
             part = ProcessGroup(rank, world_size).shard(order[start:end])
-            assert np.array_equal(batch.history_length.numpy(), loader.seq_len[part]) and len(part) >= 2
+            assert np.array_equal(batch.history_length.numpy(), seq_len[part]) and len(part) >= 2
             assert batch.global_rows == (end - start if world_size > 1 else 0)
             seen.append(part)
     assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(loaders[0].num_samples))

@@ -1,4 +1,6 @@
-"""Load a dataset folder (see :mod:`lainctr.data.store`) into memory, validated, ready for the loader."""
+"""Load a dataset folder (see :mod:`lainctr.data.store`), validated, ready for the loader: the per-user sequences
+and the item table in memory, the splits' sample columns in memory or (``in_memory=False``) read from their
+files batch by batch."""
 from __future__ import annotations
 
 import os
@@ -10,13 +12,15 @@ import torch
 
 from ..errors import InputFileError
 from . import store
+from .columns import Columns
 from .feature_map_check import check_feature_map
 from .validation import validate_item_table, validate_sequences, validate_split
 
 
 @dataclass
 class SequenceDataset:
-    """Everything the loader needs, held in memory as pre-stacked arrays.
+    """Everything the loader needs: the sequences and the item table as arrays in memory, the sample columns as
+    :class:`~lainctr.data.columns.Columns` (in memory, or read from the split files on demand).
 
     Attributes:
         data_dir: the dataset folder.
@@ -29,7 +33,7 @@ class SequenceDataset:
             unit ``info["time_unit"]`` says), or None for a dataset without times (``info["time_source"]``
             is then ``position``: models time behaviours by their position).
         item_table: ``{feature: (num_items, ...) tensor}``, row 0 = padding item.
-        splits: ``{split: {column: (n,) or (n, w) array}}``.
+        splits: ``{split: Columns}``, each column (n,) or (n, w).
     """
     data_dir: str
     info: Dict[str, Any]
@@ -38,7 +42,7 @@ class SequenceDataset:
     offsets: np.ndarray
     behaviours: torch.Tensor
     item_table: Dict[str, torch.Tensor]
-    splits: Dict[str, Dict[str, np.ndarray]]
+    splits: Dict[str, Columns]
     behaviour_time: Optional[torch.Tensor] = None
 
     @property
@@ -47,6 +51,18 @@ class SequenceDataset:
 
     def sequence_lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def sizes(self) -> Dict[str, int]:
+        """Bytes of the per-user store (offsets, behaviours, their times), of the item table, and of every
+        split's sample columns (``<split>_columns``, wherever they are) and the part of them held in memory
+        (``<split>_in_memory``)."""
+        times = 0 if self.behaviour_time is None else self.behaviour_time.nbytes
+        sizes = {"sequences": int(self.offsets.nbytes + self.behaviours.nbytes + times),
+                 "item_table": int(sum(t.nbytes for t in self.item_table.values()))}
+        for split, columns in self.splits.items():
+            sizes[f"{split}_columns"] = sum(columns.nbytes(n) for n in columns.names)
+            sizes[f"{split}_in_memory"] = sum(columns.nbytes(n) for n in columns.names if n not in columns.on_disk)
+        return sizes
 
 
 def _vocab(feature_map_json: Dict[str, Any], source_item: bool) -> Dict[str, int]:
@@ -66,16 +82,18 @@ def _label(feature_map_json: Dict[str, Any], path: str) -> str:
 
 
 def _verify_checksums(data_dir: str, info: Dict[str, Any], sequences: store.UserSequences,
-                      table: Dict[str, np.ndarray], split_columns: Dict[str, Dict[str, np.ndarray]]) -> None:
-    store.verify_checksums(data_dir, info, store.SEQUENCES_FILE, store.sequence_columns(sequences))
-    store.verify_checksums(data_dir, info, store.ITEMS_FILE, table)
+                      table: Dict[str, np.ndarray], split_columns: Dict[str, Columns]) -> None:
+    store.verify_checksums(data_dir, info, store.SEQUENCES_FILE, Columns.of(store.sequence_columns(sequences)))
+    store.verify_checksums(data_dir, info, store.ITEMS_FILE, Columns.of(table))
     for split, columns in split_columns.items():
         store.verify_checksums(data_dir, info, f"{split}.h5", columns)
 
 
-def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> SequenceDataset:
+def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True, in_memory: bool = True) -> SequenceDataset:
     """Read and validate a dataset folder.
 
+    ``in_memory=False`` (``out_of_core``) leaves the splits' sample columns in their files: the loader reads
+    each batch's rows, validation and checksums stream over them in bounded chunks, with the same errors.
     With ``validate``, the values are checked (ranges, shapes, promises) and then the columns are compared
     with the checksums written at conversion (:func:`lainctr.data.store.verify_checksums`; older folders
     without checksums get the value checks only).
@@ -96,7 +114,7 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
     check_feature_map(feature_map_json, feature_map_path)  # before FuxiCTR evals the encoders
     sequences = store.read_sequences(data_dir)
     table = store.read_h5(os.path.join(data_dir, store.ITEMS_FILE))
-    split_columns = {s: store.read_h5(os.path.join(data_dir, f"{s}.h5")) for s in splits}
+    split_columns = {s: store.open_columns(os.path.join(data_dir, f"{s}.h5"), in_memory) for s in splits}
     if validate:
         num_items = validate_item_table(store.ITEMS_FILE, table, _vocab(feature_map_json, source_item=True))
         validate_sequences(store.SEQUENCES_FILE, sequences.offsets, sequences.items, num_items, sequences.side)
@@ -113,7 +131,7 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True) -> S
     info.setdefault("time_source", store.time_source(sequences))     # folders written before it was recorded
     times = sequences.side.get(store.TIME_COLUMN)
     return SequenceDataset(data_dir=data_dir, info=info, feature_map_json=feature_map_json, label=label,
-                           offsets=sequences.offsets.astype(np.int64),
-                           behaviours=torch.from_numpy(sequences.items.astype(np.int64)),
+                           offsets=sequences.offsets.astype(np.int64, copy=False),
+                           behaviours=torch.from_numpy(sequences.items.astype(np.int64, copy=False)),
                            item_table=item_table, splits=split_columns,
-                           behaviour_time=None if times is None else torch.from_numpy(times.astype(np.int64)))
+                           behaviour_time=None if times is None else torch.from_numpy(times.astype(np.int64, copy=False)))

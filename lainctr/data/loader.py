@@ -6,6 +6,8 @@ most recent behaviour is rightmost, appends the target, and looks up every item 
 ``B x (T+1)`` item indices with one ``index_select`` per feature. No pandas and no per-sample Python.
 When the dataset has times, the behaviours' times go through the same flat index and padding as the items
 (``history_time``), and the split's ``timestamp`` column, if any, gives the sample's own (``target_time``).
+The sample columns come from :class:`~lainctr.data.columns.Columns`, in memory or read from the split's file
+(``out_of_core``): the same batches either way.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import torch
 from ..distributed import SINGLE_PROCESS, ProcessGroup
 from .dataset import SequenceDataset
 from .store import TIME_COLUMN
+
+ROWS_PER_READ = 1 << 18   # out of core: rows read at once for consecutive batches (~10 MB of 5 int64 columns)
 
 
 class SequenceBatch(NamedTuple):
@@ -137,16 +141,14 @@ class SequenceBatchLoader:
         self.seed = seed
         self.group = group
         self.epoch = 0
-        split_columns = dataset.splits[split]
-        names = [c for c in split_columns if c != TIME_COLUMN] if columns is None else list(columns)
-        self.columns = {name: torch.from_numpy(np.ascontiguousarray(split_columns[name])) for name in names}
-        self.user_index = split_columns["user_index"].astype(np.int64)
-        self.seq_len = split_columns["seq_len"].astype(np.int64)
-        self.target = split_columns["item_index"].astype(np.int64)
+        self.columns = dataset.splits[split]
+        self.names = [c for c in self.columns.names if c != TIME_COLUMN] if columns is None else list(columns)
+        self.with_target_time = times and TIME_COLUMN in self.columns
         self.behaviour_time = dataset.behaviour_time if times else None
-        self.target_time = (torch.from_numpy(split_columns[TIME_COLUMN].astype(np.int64))
-                            if times and TIME_COLUMN in split_columns else None)
-        self.num_samples = len(self.user_index)
+        # every column a batch needs, read once per batch (out of core: once per ROWS_PER_READ rows)
+        self._read = list(dict.fromkeys([*self.names, "user_index", "seq_len", "item_index"]
+                                        + ([TIME_COLUMN] if self.with_target_time else [])))
+        self.num_samples = self.columns.num_rows
 
     def batch_starts(self) -> np.ndarray:
         """Start offsets of the batches. A trailing batch of one sample (per rank) is merged into the one before
@@ -160,39 +162,56 @@ class SequenceBatchLoader:
         return len(self.batch_starts())
 
     def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.num_samples)
-        order = np.random.default_rng(self.seed + self.epoch).permutation(self.num_samples)
-        self.epoch += 1
+        """The epoch's sample order: ``default_rng(seed + epoch).permutation(n)``, drawn into int32 where n allows
+        (the same order: ``shuffle`` draws alike for any dtype; 4 bytes per training sample, the one array that
+        grows with the split when its columns stay on disk)."""
+        dtype = np.int32 if self.num_samples < 2 ** 31 else np.int64
+        order = np.arange(self.num_samples, dtype=dtype)
+        if self.shuffle:
+            np.random.default_rng(self.seed + self.epoch).shuffle(order)
+            self.epoch += 1
         return order
 
     def make_batch(self, rows: np.ndarray) -> SequenceBatch:
         """Assemble the batch of the given sample rows, shape (B,)."""
-        seq_len = self.seq_len[rows]
-        index = history_index(self.dataset.offsets, self.user_index[rows], seq_len, self.max_len)
+        return self._assemble(self.columns.take(self._read, rows))
+
+    def _assemble(self, values: Dict[str, np.ndarray]) -> SequenceBatch:
+        """The batch of the sample columns' values of its rows (each (B,) or (B, w))."""
+        seq_len = values["seq_len"].astype(np.int64)
+        index = history_index(self.dataset.offsets, values["user_index"].astype(np.int64), seq_len, self.max_len)
         history = index.gather(self.dataset.behaviours)
         times = self.behaviour_time
-        item_index = torch.cat([history, torch.from_numpy(self.target[rows]).view(-1, 1)], dim=1)
+        target = torch.from_numpy(values["item_index"].astype(np.int64)).view(-1, 1)
+        item_index = torch.cat([history, target], dim=1)
         flat_items = item_index.view(-1)
         item_dict = {name: torch.index_select(table, 0, flat_items)
                      for name, table in self.dataset.item_table.items()}
-        rows_t = torch.from_numpy(rows)
-        batch_dict = {name: torch.index_select(values, 0, rows_t) for name, values in self.columns.items()}
+        batch_dict = {name: torch.from_numpy(values[name]) for name in self.names}
         return SequenceBatch(batch_dict=batch_dict, item_dict=item_dict, mask=(history > 0).float(),
                              history_length=torch.from_numpy(seq_len), item_index=item_index,
                              history_time=None if times is None else index.gather(times),
-                             target_time=None if self.target_time is None else self.target_time[rows_t])
+                             target_time=(torch.from_numpy(values[TIME_COLUMN].astype(np.int64))
+                                          if self.with_target_time else None))
 
     def __iter__(self) -> Iterator[SequenceBatch]:
         return self.batches_from(0)
 
     def batches_from(self, first: int) -> Iterator[SequenceBatch]:
         """This epoch's batches from batch ``first`` on (the earlier ones are not built): how an interrupted
-        epoch resumes, with ``epoch`` set to the interrupted epoch's index beforehand."""
+        epoch resumes, with ``epoch`` set to the interrupted epoch's index beforehand.
+
+        Columns on disk are read for ``ROWS_PER_READ`` rows of consecutive batches at once (their rows sorted:
+        a pass over the file rather than a read per row); columns in memory batch by batch."""
         order = self._order()
         starts = self.batch_starts()
-        for start, end in list(zip(starts, np.append(starts[1:], self.num_samples)))[first:]:
-            if self.group.distributed:
-                yield self.make_batch(self.group.shard(order[start:end]))._replace(global_rows=int(end - start))
-            else:
-                yield self.make_batch(order[start:end])
+        spans = list(zip(starts, np.append(starts[1:], self.num_samples)))[first:]
+        per_read = max(1, ROWS_PER_READ // self.batch_size) if self.columns.on_disk else 1
+        for group_start in range(0, len(spans), per_read):
+            group = spans[group_start:group_start + per_read]
+            rows = [self.group.shard(order[start:end].astype(np.int64)) for start, end in group]
+            values = self.columns.take(self._read, np.concatenate(rows))
+            bounds = np.cumsum([0] + [len(r) for r in rows])
+            for (start, end), low, high in zip(group, bounds[:-1], bounds[1:]):
+                batch = self._assemble({name: column[low:high] for name, column in values.items()})
+                yield batch._replace(global_rows=int(end - start)) if self.group.distributed else batch

@@ -17,6 +17,8 @@ or ``position`` for a dataset without times, whose behaviours are then timed by 
 user's sequence) and, where the writer knows it, ``time_unit`` (``s``, ``us``) and ``time_is_wallclock``.
 
 A sample's history is ``items[offsets[u] : offsets[u] + seq_len]``: nothing is duplicated per sample.
+Every dataset is written contiguous and uncompressed, so that a split's columns can be read from the file
+row by row (:func:`open_columns`, ``out_of_core``).
 Writers go through :func:`write_dataset`, which holds the folder's lock (:mod:`lainctr.atomic`), builds the
 folder under a temporary name and renames it, so an interrupted run never leaves a folder that looks complete;
 the next writer removes a killed writer's temporary folder. It replaces only an empty folder or a dataset
@@ -27,10 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
@@ -39,6 +41,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import InputFileError
+from .columns import Columns, DiskColumn, array_blocks, crc32_hex
 from .validation import DataValidationError
 
 FORMAT_VERSION = 1
@@ -134,22 +137,24 @@ def build_feature_map_json(dataset_id: str, label: str, sample_features: List[Fe
 
 def column_checksum(values: np.ndarray) -> str:
     """``crc32:<8 hex>`` of the array's bytes in C order (~2 GB/s; catches accidental changes, not tampering)."""
-    return f"crc32:{zlib.crc32(np.ascontiguousarray(values).data):08x}"
+    return crc32_hex(array_blocks(values))
 
 
 def _write_h5(path: str, columns: Mapping[str, np.ndarray]) -> Dict[str, str]:
-    """Write one dataset per column; returns ``{column: checksum}``."""
+    """Write one dataset per column, contiguous and uncompressed (h5py's default without ``chunks``, stated
+    here because :func:`open_columns` relies on it); returns ``{column: checksum}``."""
     with h5py.File(path, "w") as f:
         for name, values in columns.items():
-            f.create_dataset(name, data=np.asarray(values))
+            f.create_dataset(name, data=np.asarray(values), chunks=None, compression=None)
     return {name: column_checksum(np.asarray(values)) for name, values in columns.items()}
 
 
 _VERIFIED: set = set()  # (path, inode, size, mtime) of files whose checksums matched in this process
 
 
-def verify_checksums(data_dir: str, info: Mapping[str, Any], file: str, columns: Mapping[str, np.ndarray]) -> None:
-    """Compare the columns read from ``data_dir/file`` with the checksums in ``dataset_info.json``.
+def verify_checksums(data_dir: str, info: Mapping[str, Any], file: str, columns: Columns) -> None:
+    """Compare the columns of ``data_dir/file`` with the checksums in ``dataset_info.json`` (on-disk columns are
+    read a chunk at a time: :meth:`Columns.checksum`).
 
     Once per process and file version (inode, size, mtime): a file unchanged since it matched is not summed
     again. A folder written before checksums existed (no ``checksums`` key) is not checked.
@@ -168,7 +173,7 @@ def verify_checksums(data_dir: str, info: Mapping[str, Any], file: str, columns:
     for column, checksum in expected.items():
         if column not in columns:
             raise DataValidationError(path, column, None, f"missing; {INFO_FILE} lists it")
-        if column_checksum(columns[column]) != checksum:
+        if columns.checksum(column) != checksum:
             raise DataValidationError(path, column, None, f"content differs from the checksum written at conversion "
                                       f"({checksum}): the file was changed or corrupted; rebuild or re-download "
                                       "the dataset folder")
@@ -187,7 +192,7 @@ def read_h5(path: str, names: Optional[List[str]] = None) -> Dict[str, np.ndarra
     """Read every dataset (or the named ones) of an H5 file into memory."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: file not found")
-    with _readable_h5(path), h5py.File(path, "r") as f:
+    with readable_h5(path), h5py.File(path, "r") as f:
         keys = list(f.keys()) if names is None else names
         missing = [k for k in keys if k not in f]
         if missing:
@@ -195,8 +200,50 @@ def read_h5(path: str, names: Optional[List[str]] = None) -> Dict[str, np.ndarra
         return {k: f[k][()] for k in keys}
 
 
+def open_columns(path: str, in_memory: bool = True) -> Columns:
+    """The columns of an H5 file (a split): read into memory, or (``in_memory=False``) left in the file and read
+    on demand, each contiguous uncompressed dataset from its byte offset. A dataset the file does not hold that
+    way (chunked, compressed, unallocated, or of a dtype without a native fixed-size layout) is read into
+    memory, and a warning names the file, the columns and the reason."""
+    if in_memory:
+        return Columns(path, read_h5(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: file not found")
+    arrays: Dict[str, np.ndarray] = {}
+    on_disk: Dict[str, DiskColumn] = {}
+    fallback: Dict[str, str] = {}
+    with readable_h5(path), h5py.File(path, "r") as f:
+        names = list(f.keys())
+        for name in names:
+            dataset = f[name]
+            reason = _not_readable_in_place(dataset)
+            if reason is None:
+                on_disk[name] = DiskColumn(int(dataset.id.get_offset()), np.dtype(dataset.dtype), tuple(dataset.shape))
+            else:
+                arrays[name] = dataset[()]
+                if dataset.size:
+                    fallback[name] = reason
+    if fallback:
+        logging.warning("%s: column(s) %s held in memory, not read from disk (%s); the store's own writer "
+                        "(store.write_dataset, every converter) writes columns that can be read from disk",
+                        path, sorted(fallback), "; ".join(sorted(set(fallback.values()))))
+    return Columns(path, arrays, on_disk, names)
+
+
+def _not_readable_in_place(dataset: "h5py.Dataset") -> Optional[str]:
+    """Why the dataset's values cannot be read from its file at a byte offset, or None when they can."""
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters() or plist.get_external_count():
+        return "chunked, compressed or external"
+    if dataset.dtype.kind not in "biuf" or not dataset.dtype.isnative:
+        return f"dtype {dataset.dtype}"
+    if dataset.id.get_offset() is None:
+        return "no storage allocated"
+    return None
+
+
 @contextlib.contextmanager
-def _readable_h5(path: str) -> Iterator[None]:
+def readable_h5(path: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:  # h5py's messages ("file signature not found", "Can't read data") omit the path
@@ -325,7 +372,7 @@ def read_sequences(data_dir: str) -> UserSequences:
     path = os.path.join(data_dir, SEQUENCES_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: file not found")
-    with _readable_h5(path), h5py.File(path, "r") as f:
+    with readable_h5(path), h5py.File(path, "r") as f:
         for name in ("offsets", "items"):
             if name not in f:
                 raise KeyError(f"{path}: missing column '{name}'")

@@ -249,11 +249,14 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False):
     splits = {name: {col: table[table[:, 5] == i, j].astype(dt) for j, (col, dt) in enumerate(zip(names, dtypes))
                      if col is not None}
               for i, name in enumerate(("train", "valid", "test"))}
-    item_ids = np.arange(cfg.num_items, dtype=np.int64)
-    item_table = {"item_id": item_ids,
-                  "cate_id": np.where(item_ids > 0, (item_ids - 1) // cfg.items_per_category + 1, 0)}
     seqs = UserSequences.from_lists(sequences, side={"timestamp": timestamps})
-    return splits, seqs, item_table
+    return splits, seqs, item_table(cfg)
+
+
+def item_table(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
+    """``item_id`` and ``cate_id`` of every item row (row 0: the padding item, all zeros)."""
+    item_ids = np.arange(cfg.num_items, dtype=np.int64)
+    return {"item_id": item_ids, "cate_id": np.where(item_ids > 0, (item_ids - 1) // cfg.items_per_category + 1, 0)}
 
 
 def length_statistics(lengths: np.ndarray, sample_seq_len: np.ndarray, boundaries=(100, 200)) -> Dict[str, list]:
@@ -280,7 +283,13 @@ def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str
         if unknown:
             raise ValueError(f"length_shift: unknown key(s) {unknown}; valid: {sorted(known)}")
         cfg = replace(cfg, length_shift=replace(cfg.length_shift or LengthShiftConfig(), **length_shift))
-    splits, sequences, item_table = generate(cfg, show_progress=show_progress)
+    return write_synthetic(data_dir, cfg, preset, dataset_id, generate(cfg, show_progress=show_progress))
+
+
+def write_synthetic(data_dir: str, cfg: SyntheticConfig, preset: str, dataset_id: str, generated: tuple) -> str:
+    """Write generated ``(splits, sequences, item_table)`` of ``cfg`` as a dataset folder, with its feature map and
+    info (generator settings, CTR, length statistics)."""
+    splits, sequences, item_table = generated
     feature_map = build_feature_map_json(
         dataset_id, LABEL,
         sample_features=[FeatureSpec("hour", "categorical", "context", vocab_size=25)],

@@ -5,9 +5,12 @@ corrupted or mis-converted file is caught before training instead of producing s
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:   # columns.py imports this module for DataValidationError
+    from .columns import Columns
 
 
 class DataValidationError(ValueError):
@@ -26,24 +29,24 @@ def first_bad_row(bad: np.ndarray) -> Optional[int]:
     return int(hits[0]) if len(hits) else None
 
 
-def check_range(file: str, column: str, values: np.ndarray, low: int, high: int) -> None:
-    """Every value must lie in ``[low, high)``."""
+def check_range(file: str, column: str, values: np.ndarray, low: int, high: int, first_row: int = 0) -> None:
+    """Every value must lie in ``[low, high)``; ``values`` are rows ``first_row ...`` of the column."""
     row = first_bad_row((values < low) | (values >= high))
     if row is not None:
         bad = np.asarray(values)[row]
-        raise DataValidationError(file, column, row, f"value {bad.tolist()} outside [{low}, {high})")
+        raise DataValidationError(file, column, first_row + row, f"value {bad.tolist()} outside [{low}, {high})")
 
 
-def check_integer(file: str, column: str, values: np.ndarray) -> None:
-    if not np.issubdtype(np.asarray(values).dtype, np.integer):
-        raise DataValidationError(file, column, None, f"expected an integer dtype, got {values.dtype}")
+def check_integer(file: str, column: str, dtype: np.dtype) -> None:
+    if not np.issubdtype(dtype, np.integer):
+        raise DataValidationError(file, column, None, f"expected an integer dtype, got {dtype}")
 
 
 def validate_sequences(file: str, offsets: np.ndarray, items: np.ndarray, num_items: int,
                        side: Mapping[str, np.ndarray]) -> None:
     """CSR sanity: offsets start at 0, never decrease, end at len(items); items are real (>= 1)."""
-    check_integer(file, "offsets", offsets)
-    check_integer(file, "items", items)
+    check_integer(file, "offsets", offsets.dtype)
+    check_integer(file, "items", items.dtype)
     if len(offsets) == 0 or offsets[0] != 0:
         raise DataValidationError(file, "offsets", 0, "must start with 0")
     row = first_bad_row(np.diff(offsets) < 0)
@@ -81,51 +84,80 @@ def validate_item_table(file: str, table: Mapping[str, np.ndarray], vocab: Dict[
         if np.any(np.asarray(values[0]) != 0):
             raise DataValidationError(file, name, 0, "row 0 is the padding item and must be all zeros")
         if name in vocab:
-            check_integer(file, name, values)
+            check_integer(file, name, values.dtype)
             check_range(file, name, values, 0, vocab[name])
     if not num_items:
         raise DataValidationError(file, "*", None, "item table is empty")
     return num_items
 
 
-def validate_split(file: str, columns: Mapping[str, np.ndarray], label: str, seq_lengths: np.ndarray,
-                   num_items: int, vocab: Dict[str, int], sequences_items: Optional[np.ndarray] = None,
+RowCheck = Callable[[int, Dict[str, np.ndarray]], None]   # (first row, the chunk's columns) -> raises or not
+
+
+def validate_split(file: str, columns: "Columns", label: str, seq_lengths: np.ndarray, num_items: int,
+                   vocab: Dict[str, int], sequences_items: Optional[np.ndarray] = None,
                    offsets: Optional[np.ndarray] = None) -> None:
     """Sample columns: ids in range, ``seq_len`` within the user's sequence, binary labels.
 
     When ``sequences_items``/``offsets`` are given (the format promises that a positive sample's target is
     the next behaviour), every positive sample's ``item_index`` must equal ``items[offsets[u] + seq_len]``.
+    Every check is one pass over the rows in bounded chunks (:meth:`Columns.chunks`: columns read from disk are
+    never held whole), checks in a fixed order, so the error names the same first bad row as a check of the
+    whole column would.
     """
-    n = len(columns["user_index"])
-    for name, values in columns.items():
-        if len(values) != n:
-            raise DataValidationError(file, name, None, f"{len(values)} rows, 'user_index' has {n}")
+    n = columns.rows_of("user_index")
+    for name in columns.names:
+        if columns.rows_of(name) != n:
+            raise DataValidationError(file, name, None, f"{columns.rows_of(name)} rows, 'user_index' has {n}")
     for name in ("user_index", "item_index", "seq_len", label):
-        check_integer(file, name, columns[name])
-    user = columns["user_index"]
-    check_range(file, "user_index", user, 0, len(seq_lengths))
-    check_range(file, "item_index", columns["item_index"], 1, num_items)
-    seq_len = columns["seq_len"]
-    row = first_bad_row((seq_len < 0) | (seq_len > seq_lengths[user]))
-    if row is not None:
-        raise DataValidationError(file, "seq_len", row,
-                                  f"seq_len {seq_len[row]} outside [0, {seq_lengths[user[row]]}] "
-                                  f"(length of the sequence of user_index {user[row]})")
-    check_range(file, label, columns[label], 0, 2)
+        check_integer(file, name, columns.dtype(name))
+
+    def each_chunk(names: Sequence[str], check: RowCheck) -> None:
+        for first, chunk in columns.chunks(names):
+            check(first, chunk)
+
+    def in_range(name: str, low: int, high: int) -> RowCheck:
+        return lambda first, chunk: check_range(file, name, chunk[name], low, high, first)
+
+    each_chunk(["user_index"], in_range("user_index", 0, len(seq_lengths)))
+    each_chunk(["item_index"], in_range("item_index", 1, num_items))
+    each_chunk(["user_index", "seq_len"], lambda first, chunk: _check_seq_len(file, chunk, seq_lengths, first))
+    each_chunk([label], in_range(label, 0, 2))
     for name, size in vocab.items():
         if name in columns:
-            check_integer(file, name, columns[name])
-            check_range(file, name, columns[name], 0, size)
+            check_integer(file, name, columns.dtype(name))
+            each_chunk([name], in_range(name, 0, size))
     if sequences_items is not None:
-        positive = columns[label] == 1
-        has_next = seq_len < seq_lengths[user]
-        if first_bad_row(positive & ~has_next) is not None:
-            row = first_bad_row(positive & ~has_next)
-            raise DataValidationError(file, "seq_len", row, "positive sample has no next behaviour to match")
         assert offsets is not None, "the target-is-next check needs the sequence offsets"
-        nxt = np.where(has_next, sequences_items[np.minimum(offsets[user] + seq_len, len(sequences_items) - 1)], -1)
-        row = first_bad_row(positive & (nxt != columns["item_index"]))
-        if row is not None:
-            raise DataValidationError(file, "item_index", row,
-                                      f"positive target {columns['item_index'][row]} != next behaviour "
-                                      f"{nxt[row]} of user_index {user[row]} at seq_len {seq_len[row]}")
+        names = ["user_index", "item_index", "seq_len", label]
+        each_chunk(names, lambda first, chunk: _check_has_next(file, chunk, label, seq_lengths, first))
+        each_chunk(names, lambda first, chunk: _check_target_is_next(file, chunk, label, seq_lengths, sequences_items,
+                                                                     offsets, first))
+
+
+def _check_seq_len(file: str, chunk: Mapping[str, np.ndarray], seq_lengths: np.ndarray, first: int) -> None:
+    user, seq_len = chunk["user_index"], chunk["seq_len"]
+    row = first_bad_row((seq_len < 0) | (seq_len > seq_lengths[user]))
+    if row is not None:
+        raise DataValidationError(file, "seq_len", first + row,
+                                  f"seq_len {seq_len[row]} outside [0, {seq_lengths[user[row]]}] "
+                                  f"(length of the sequence of user_index {user[row]})")
+
+
+def _check_has_next(file: str, chunk: Mapping[str, np.ndarray], label: str, seq_lengths: np.ndarray,
+                    first: int) -> None:
+    row = first_bad_row((chunk[label] == 1) & ~(chunk["seq_len"] < seq_lengths[chunk["user_index"]]))
+    if row is not None:
+        raise DataValidationError(file, "seq_len", first + row, "positive sample has no next behaviour to match")
+
+
+def _check_target_is_next(file: str, chunk: Mapping[str, np.ndarray], label: str, seq_lengths: np.ndarray,
+                          sequences_items: np.ndarray, offsets: np.ndarray, first: int) -> None:
+    user, seq_len, target = chunk["user_index"], chunk["seq_len"], chunk["item_index"]
+    has_next = seq_len < seq_lengths[user]
+    nxt = np.where(has_next, sequences_items[np.minimum(offsets[user] + seq_len, len(sequences_items) - 1)], -1)
+    row = first_bad_row((chunk[label] == 1) & (nxt != target))
+    if row is not None:
+        raise DataValidationError(file, "item_index", first + row,
+                                  f"positive target {target[row]} != next behaviour "
+                                  f"{nxt[row]} of user_index {user[row]} at seq_len {seq_len[row]}")
