@@ -90,10 +90,11 @@ def validate_item_table(file: str, table: Mapping[str, np.ndarray], vocab: Dict[
     return num_items
 
 
-def validate_split(file: str, columns: Mapping[str, np.ndarray], label: str, seq_lengths: np.ndarray,
+def validate_split(file: str, columns: Mapping[str, np.ndarray], label: Optional[str], seq_lengths: np.ndarray,
                    num_items: int, vocab: Dict[str, int], sequences_items: Optional[np.ndarray] = None,
                    offsets: Optional[np.ndarray] = None) -> None:
-    """Sample columns: ids in range, ``seq_len`` within the user's sequence, binary labels.
+    """Sample columns: ids in range, ``seq_len`` within the user's sequence, binary labels (``label`` None: samples
+    without labels, e.g. new ones to score).
 
     When ``sequences_items``/``offsets`` are given (the format promises that a positive sample's target is
     the next behaviour), every positive sample's ``item_index`` must equal ``items[offsets[u] + seq_len]``.
@@ -102,7 +103,7 @@ def validate_split(file: str, columns: Mapping[str, np.ndarray], label: str, seq
     for name, values in columns.items():
         if len(values) != n:
             raise DataValidationError(file, name, None, f"{len(values)} rows, 'user_index' has {n}")
-    for name in ("user_index", "item_index", "seq_len", label):
+    for name in ("user_index", "item_index", "seq_len") + ((label,) if label is not None else ()):
         check_integer(file, name, columns[name])
     user = columns["user_index"]
     check_range(file, "user_index", user, 0, len(seq_lengths))
@@ -113,12 +114,13 @@ def validate_split(file: str, columns: Mapping[str, np.ndarray], label: str, seq
         raise DataValidationError(file, "seq_len", row,
                                   f"seq_len {seq_len[row]} outside [0, {seq_lengths[user[row]]}] "
                                   f"(length of the sequence of user_index {user[row]})")
-    check_range(file, label, columns[label], 0, 2)
+    if label is not None:
+        check_range(file, label, columns[label], 0, 2)
     for name, size in vocab.items():
         if name in columns:
             check_integer(file, name, columns[name])
             check_range(file, name, columns[name], 0, size)
-    if sequences_items is not None:
+    if sequences_items is not None and label is not None:
         positive = columns[label] == 1
         has_next = seq_len < seq_lengths[user]
         if first_bad_row(positive & ~has_next) is not None:
