@@ -61,12 +61,20 @@ def serving_model(model: SequenceCTRModel, dataset: SequenceDataset) -> ServingM
 
 
 def widened(batch: SequenceBatch, width: int) -> SequenceBatch:
-    """The batch's histories left-padded to ``width`` columns (item row 0, mask 0, time 0)."""
-    extra = width - batch.mask.shape[1]
+    """The batch's histories left-padded to ``width`` columns (item row 0 and its all-zero features, mask 0,
+    time 0)."""
+    rows, columns = batch.mask.shape
+    extra = width - columns
     if extra <= 0:
         return batch
     pad = lambda t: torch.nn.functional.pad(t, (extra, 0))  # noqa: E731
-    return batch._replace(mask=pad(batch.mask), item_index=pad(batch.item_index),
+
+    def pad_feature(values: torch.Tensor) -> torch.Tensor:   # (B * (T + 1), ...) -> (B * (width + 1), ...)
+        per_sample = values.view(rows, columns + 1, -1)
+        return torch.nn.functional.pad(per_sample, (0, 0, extra, 0)).view(-1, *values.shape[1:])
+
+    return batch._replace(item_dict={k: pad_feature(v) for k, v in batch.item_dict.items()}, mask=pad(batch.mask),
+                          item_index=pad(batch.item_index),
                           history_time=None if batch.history_time is None else pad(batch.history_time))
 
 
@@ -92,8 +100,8 @@ def width_range(program: torch.export.ExportedProgram, serving: ServingModel) ->
     """{min, max} of the history width the program accepts (max None: unbounded)."""
     name = program.graph_signature.user_inputs[serving.input_names.index("history_items")]
     width = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name).meta["val"].shape[1]
-    if isinstance(width, int):
-        return {"min": width, "max": width}
+    if isinstance(width, int) or width.node.expr.is_number:        # specialised (DIEN: its GRU unrolls the steps)
+        return {"min": int(width), "max": int(width)}
     bounds = program.range_constraints[width.node.expr]
     return {"min": int(bounds.lower), "max": int(bounds.upper) if bounds.upper.is_Integer else None}
 

@@ -33,10 +33,12 @@ PARAMS_FILE, CHECKPOINT_FILE, HISTORY_FILE = "params.json", "best.model", "histo
 
 @dataclass(frozen=True)
 class TrainedRun:
-    """run_dir: the run's directory; checkpoint: the weights to load; params: its merged expid (``params.json``)."""
+    """run_dir: the run's directory; checkpoint: the weights to load; params: its merged expid (``params.json``);
+    config_dir: the user's config folder (``--config``: its ``datasets_*.yaml`` may register the run's dataset)."""
     run_dir: str
     checkpoint: str
     params: Dict[str, Any]
+    config_dir: Optional[str] = None
 
 
 def finished(run_dir: str) -> bool:
@@ -45,7 +47,7 @@ def finished(run_dir: str) -> bool:
         not os.path.exists(os.path.join(run_dir, RESUME_FILE))
 
 
-def read_run(run_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
+def read_run(run_dir: str, checkpoint: Optional[str] = None, config_dir: Optional[str] = None) -> TrainedRun:
     """The run in ``run_dir`` with ``checkpoint`` (default its ``best.model``)."""
     checkpoint = checkpoint or os.path.join(run_dir, CHECKPOINT_FILE)
     params_file = os.path.join(run_dir, PARAMS_FILE)
@@ -61,7 +63,7 @@ def read_run(run_dir: str, checkpoint: Optional[str] = None) -> TrainedRun:
     for key in ("model", "dataset_id", "max_len"):
         if key not in params:
             raise InputFileError(f"{params_file}: no '{key}'; not the params.json of a run")
-    return TrainedRun(os.path.abspath(run_dir), os.path.abspath(checkpoint), params)
+    return TrainedRun(os.path.abspath(run_dir), os.path.abspath(checkpoint), params, config_dir)
 
 
 def newest_run(expid: str, config_dir: Optional[str] = None) -> str:
@@ -83,14 +85,14 @@ def locate(run_dir: Optional[str] = None, expid: Optional[str] = None, checkpoin
     if run_dir and expid:
         raise InputFileError("give --run_dir or --expid, not both")
     if run_dir:
-        return read_run(run_dir, checkpoint)
+        return read_run(run_dir, checkpoint, config_dir)
     if checkpoint and not expid:
-        return read_run(os.path.dirname(os.path.abspath(checkpoint)), checkpoint)
+        return read_run(os.path.dirname(os.path.abspath(checkpoint)), checkpoint, config_dir)
     if not expid:
         raise InputFileError("name the trained model: --run_dir DIR, --checkpoint FILE or --expid X")
     if not checkpoint:
-        return read_run(newest_run(expid, config_dir))
-    run = read_run(os.path.dirname(os.path.abspath(checkpoint)), checkpoint)
+        return read_run(newest_run(expid, config_dir), None, config_dir)
+    run = read_run(os.path.dirname(os.path.abspath(checkpoint)), checkpoint, config_dir)
     if run.params.get("expid") != expid:
         raise InputFileError(f"{checkpoint}: a checkpoint of expid '{run.params.get('expid')}', not '{expid}'")
     return run
@@ -99,7 +101,8 @@ def locate(run_dir: Optional[str] = None, expid: Optional[str] = None, checkpoin
 def load(run: TrainedRun, data_root: Optional[str] = None, gpu: int = -1) -> Tuple[Trainer, SequenceDataset]:
     """The run's model with its checkpoint's weights and inference caches built, and its dataset (validated)."""
     dataset_id = str(run.params["dataset_id"])
-    data_dir = ensure_dataset(dataset_id, config_lib.load_dataset_config(dataset_id), resolve_data_root(data_root))
+    data_dir = ensure_dataset(dataset_id, config_lib.load_dataset_config(dataset_id, run.config_dir),
+                              resolve_data_root(data_root))
     dataset = load_dataset(data_dir)
     model, options = build_model(run.params, load_feature_map(dataset_id, data_dir, run.params))
     trainer = Trainer(model, dataclasses.replace(options, verbose=0, gpu=gpu), checkpoint=run.checkpoint)
@@ -115,7 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--expid", default=None, help="the newest finished run of this expid (any seed)")
     which.add_argument("--checkpoint", default=None,
                        help="weights file of a run (a results row's checkpoint); its folder holds params.json")
-    which.add_argument("--config", default=None, help="your expid folder, where --expid is one of yours")
+    which.add_argument("--config", default=None,
+                       help="your config folder (expids, datasets_*.yaml), where the expid or its dataset is yours")
     parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT)")
     parser.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
 

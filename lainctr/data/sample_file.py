@@ -69,8 +69,9 @@ def read_samples(path: str, dataset: SequenceDataset) -> Dict[str, np.ndarray]:
     required = required_columns(dataset)
     missing = [c for c in required if c not in found]
     if missing:
-        raise DataValidationError(path, missing[0], None, f"missing; a sample file has the columns of the "
-                                  f"dataset's splits: {required} (label '{dataset.label}' optional)")
+        raise DataValidationError(path, missing[0], None, f"missing; --input takes the dataset's converted layout, "
+                                  f"the columns of its splits: {required} (label '{dataset.label}' optional); "
+                                  "raw-format files (BARS x1 CSVs, raw EB-NeRD) are not read")
     split = next(iter(dataset.splits.values()))
     wanted = required + ([dataset.label] if dataset.label in found else [])
     columns = {name: found[name] for name in wanted}

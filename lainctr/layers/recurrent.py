@@ -22,7 +22,6 @@ from typing import Optional, Sequence, Tuple
 import torch
 from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
-from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -106,14 +105,6 @@ class AUGRU(nn.Module):
         for weight in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
             nn.init.uniform_(weight, -bound, bound)
 
-    def step(self, state: torch.Tensor, gate_x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """One step: state (B, H), input gates W_ih x_t + b_ih (B, 3H), attention a_t (B, 1) -> the next state."""
-        hidden = self.hidden_dim
-        gate_h = F.linear(state, self.weight_hh, self.bias_hh)
-        reset_update = torch.sigmoid(gate_x[:, :2 * hidden] + gate_h[:, :2 * hidden])
-        new = torch.tanh(torch.addcmul(gate_x[:, 2 * hidden:], reset_update[:, :hidden], gate_h[:, 2 * hidden:]))
-        return torch.lerp(state, new, reset_update[:, hidden:] * weight)
-
     def forward(self, inputs: torch.Tensor, attention: torch.Tensor,
                 initial_state: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
@@ -123,14 +114,16 @@ class AUGRU(nn.Module):
         Returns:
             the final state h_W (B, H).
         """
-        state = (inputs.new_zeros(inputs.shape[0], self.hidden_dim) if initial_state is None else initial_state)
-        input_gates = F.linear(inputs, self.weight_ih, self.bias_ih).transpose(0, 1)
-        weights = attention.transpose(0, 1).unsqueeze(-1)
-        if torch.compiler.is_exporting():   # a loop over a symbolic W cannot be unrolled: one scan (ONNX Scan)
-            return scan(lambda h, xs: (self.step(h, *xs), h.new_zeros(0)), state, (input_gates, weights))[0]
+        hidden = self.hidden_dim
+        state = (inputs.new_zeros(inputs.shape[0], hidden) if initial_state is None else initial_state)
         # unbind, not t-indexing: indexing one step makes autograd build a full-size gradient per step
-        for gate_x, weight in zip(input_gates.unbind(0), weights.unbind(0)):
-            state = self.step(state, gate_x, weight)
+        input_gates = F.linear(inputs, self.weight_ih, self.bias_ih).transpose(0, 1).unbind(0)
+        weights = attention.transpose(0, 1).unsqueeze(-1).unbind(0)
+        for gate_x, weight in zip(input_gates, weights):
+            gate_h = F.linear(state, self.weight_hh, self.bias_hh)
+            reset_update = torch.sigmoid(gate_x[:, :2 * hidden] + gate_h[:, :2 * hidden])
+            new = torch.tanh(torch.addcmul(gate_x[:, 2 * hidden:], reset_update[:, :hidden], gate_h[:, 2 * hidden:]))
+            state = torch.lerp(state, new, reset_update[:, hidden:] * weight)
         return state
 
 
