@@ -4,7 +4,6 @@ Builds the dataset if it is missing (synthetic) or says how to get it (real data
 early stopping on the validation split, evaluates valid and test overall and per length bucket, and
 appends one row to the results CSV (default ``results/results.csv``).
 """
-import argparse
 import os
 import sys
 
@@ -14,7 +13,7 @@ configure_cpu_runtime()  # before torch loads: passive OpenMP waiting, malloc th
 
 from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after the runtime settings)
 from lainctr.config import ConfigError
-from lainctr.errors import USER_ERRORS
+from lainctr.errors import USER_ERRORS, CommandLineParser
 from lainctr.experiment import DatasetMissingError, run_experiment
 from lainctr.lain_presets import LAIN_PRESETS
 from lainctr.paths import MODEL_DIRS_ENV
@@ -23,7 +22,7 @@ from lainctr.training_options import OptionError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLineParser(prog="run_expid.py", description=__doc__)
     parser.add_argument("--expid", required=True, help="<Model>_<dataset>, e.g. TWIN_LAIN_kuaivideo")
     parser.add_argument("--config", default=None,
                         help="a directory of your own expid YAML files, read besides the zoo's (an expid may say "

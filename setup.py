@@ -35,5 +35,12 @@ setup(
         "matplotlib>=3.7",
     ],
     # lint and type-check pins: new releases add rules and checks, so CI's verdict would change without a commit
-    extras_require={"test": ["pytest>=7", "ruff==0.17.6", "mypy==2.4.1"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff==0.17.6", "mypy==2.4.1"],
+        # python -m lainctr.export (ONNX): torch.onnx.export's default exporter (dynamo=True) needs onnxscript and
+        # onnx; onnxruntime runs and checks the artefact. lainctr/onnx_translations.py works around onnxscript
+        # 0.7.2's translations, so its minor version is pinned; scripts/setup.sh installs this extra (CI runs the
+        # parity tests, tests/test_export.py)
+        "export": ["onnx>=1.18", "onnxscript==0.7.*", "onnxruntime>=1.20"],
+    },
 )

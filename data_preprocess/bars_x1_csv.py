@@ -232,7 +232,7 @@ def convert(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    parser = common.command_line(__doc__.split("\n")[0], default_dataset_id="", reads="csv")
+    parser = common.command_line("bars_x1_csv", __doc__, default_dataset_id="", reads="csv")
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS), help="which x1 release")
     parser.add_argument("--valid_fraction", type=float, default=0.1,
                         help="share of train rows, latest by time, carved off as the validation split")

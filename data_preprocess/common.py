@@ -36,7 +36,7 @@ from lainctr.data.validation import (
     validate_sequences,
     validate_split,
 )
-from lainctr.errors import InputFileError
+from lainctr.errors import CommandLineParser, InputFileError
 
 __all__ = ["DataValidationError", "FeatureSpec", "UserSequences"]  # re-exported for the format modules
 
@@ -400,10 +400,16 @@ def take(columns: Mapping[str, np.ndarray], mask: np.ndarray) -> Dict[str, np.nd
 
 
 # --------------------------------------------------------------------------------------- command line
-def command_line(description: str, default_dataset_id: Optional[str] = None,
+OUTPUT_FOLDER = ("Output: a dataset folder (train/valid/test.h5, sequences.h5, items.h5, feature_map.json, "
+                 "dataset_info.json; data_preprocess/README.md), written under a temporary name and renamed.")
+
+
+def command_line(module: str, description: str, default_dataset_id: Optional[str] = None,
                  reads: str = "parquet") -> argparse.ArgumentParser:
-    """Options of every preprocessor; ``reads`` ("parquet" or "csv") picks the batch-size option."""
-    parser = argparse.ArgumentParser(description=description)
+    """Options of every preprocessor (``python -m data_preprocess.<module>``; ``description``: its docstring);
+    ``reads`` ("parquet" or "csv") picks the batch-size option."""
+    parser = CommandLineParser(prog=f"python -m data_preprocess.{module}", description=description,
+                               epilog=OUTPUT_FOLDER)
     parser.add_argument("--input", required=True, help="folder holding the downloaded files")
     parser.add_argument("--output", required=True, help="dataset folder to write (replaced atomically)")
     parser.add_argument("--dataset_id", default=default_dataset_id, required=default_dataset_id is None,

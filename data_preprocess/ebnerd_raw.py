@@ -290,7 +290,7 @@ def convert(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    parser = common.command_line(__doc__.split("\n")[0], default_dataset_id="ebnerd_raw")
+    parser = common.command_line("ebnerd_raw", __doc__, default_dataset_id="ebnerd_raw")
     parser.add_argument("--valid_days", type=int, default=1,
                         help="calendar days at the end of the train week that form the validation split")
     return common.run(argv, parser, convert)

@@ -226,7 +226,7 @@ def convert(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    parser = common.command_line(__doc__.split("\n")[0])
+    parser = common.command_line("longctr_parquet", __doc__)
     parser.add_argument("--label", default=None, help=f"label column (default: first of {LABEL_CANDIDATES})")
     parser.add_argument("--schema", choices=("published", "data"), default=None,
                         help="features and vocab sizes of the published 2024 LongCTR config of --dataset_id "

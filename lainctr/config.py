@@ -127,7 +127,7 @@ def load_config(expid: str, config_dir: Optional[str] = None) -> Dict[str, Any]:
     """The merged parameters of ``expid`` (with ``expid`` itself under the key ``expid``)."""
     blocks = _blocks(config_files(config_dir))
     if expid not in blocks:
-        known = sorted(n for n in blocks if n != "Base")
+        known = sorted(n for n in blocks if n != "Base" and not n.endswith("_common"))
         close = [n for n in known if n.lower().startswith(expid.split("_")[0].lower())]
         raise ConfigError(f"unknown expid '{expid}'. Similar: {close or known[:20]}")
     block, path = _inherited(expid, blocks)

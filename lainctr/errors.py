@@ -5,6 +5,7 @@ error as one line ``error: ...`` on stderr (no traceback) and exits with status 
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Optional, Sequence, Tuple, Type
 
@@ -28,3 +29,15 @@ def exit_code(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[
         print(f"error: {error}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """``argparse`` with the entry points' error format: a bad option or a missing argument is one line
+    ``error: ...`` on stderr (with where to read the usage) and exit status 2, not the usage block first."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (usage: {self.prog} --help)\n")

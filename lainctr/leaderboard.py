@@ -17,7 +17,6 @@ attention Gini by length bucket, training curves) and links them from the Markdo
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -28,7 +27,7 @@ import pandas as pd
 from .analysis import aggregate
 from .analysis import reference as ref_lib
 from .analysis.bootstrap import BootstrapSettings
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, CommandLineParser
 from .metrics import DEFAULT_METRICS
 
 METRICS = DEFAULT_METRICS
@@ -386,10 +385,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = bool(argv) and argv[0] == "report"
     if report:
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="python -m lainctr.leaderboard" + (" report" if report else ""),
-                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", nargs="+", default=["results/results.csv"], help="results CSV file(s)")
-    parser.add_argument("--out", default="reports", help="output folder")
+    parser = CommandLineParser(prog="python -m lainctr.leaderboard" + (" report" if report else ""),
+                               description=__doc__)
+    parser.add_argument("--results", nargs="+", default=["results/results.csv"],
+                        help="results CSV file(s) that run_expid.py appended to (default results/results.csv)")
+    parser.add_argument("--out", default="reports",
+                        help="output folder: leaderboard.md, leaderboard_<dataset>.csv, gains.csv (report: plots/)")
     parser.add_argument("--split", default="test", choices=["test", "valid"])
     parser.add_argument("--reference", default=None, help="reference CSV (default reference/published_results.csv)")
     parser.add_argument("--all-runs", action="store_true",

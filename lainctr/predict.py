@@ -1,18 +1,22 @@
-"""Score a split with a trained run: ``python -m lainctr.predict --run_dir RUN_DIR --split test --out scores.parquet``.
+"""Score samples with a trained run: a split of its dataset or a file of new samples.
 
-The run directory (``run_dir`` of a results row) holds the run's parameters and best checkpoint; the scores are
-those its evaluation computed, so the file's metrics are the row's. Output columns: ``user_index``,
-``item_index``, the label when the split has one, ``score``, ``history_length`` (untruncated) and ``bucket``
-(the run's length buckets). The file is written to a temporary name and renamed.
+    python -m lainctr.predict --run_dir RUN_DIR --split test --out scores.parquet
+    python -m lainctr.predict --expid DIN_LAIN_synthetic --input samples.parquet --out scores.csv
+
+The run (``--run_dir``, ``--checkpoint`` or the newest finished run of ``--expid``) gives the parameters and the
+weights; a split's scores are those the run's evaluation computed, so their metrics are its results row's.
+``--input`` takes an ``.h5``, ``.parquet`` or ``.csv`` file in the dataset's converted layout (the split's
+columns: ``user_index``, ``item_index``, ``seq_len``, the context features, ``timestamp`` where the splits have
+one; the label is optional; see ``lainctr/data/sample_file.py``), validated like a split.
+
+Output (``.parquet`` or ``.csv``, written to a temporary name and renamed): ``user_index``, ``item_index``, the label
+when the samples have one, ``score``, ``history_length`` (untruncated) and ``bucket`` (the run's length buckets).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
 import sys
-from typing import Optional
+from typing import Dict, Optional
 
 from lainctr.runtime import configure_cpu_runtime
 
@@ -22,35 +26,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import config as config_lib  # noqa: E402
+from . import trained  # noqa: E402
 from .atomic import write_atomically  # noqa: E402
-from .data.dataset import load_dataset  # noqa: E402
+from .data.columns import Columns  # noqa: E402
+from .data.dataset import SequenceDataset  # noqa: E402
 from .data.loader import SequenceBatchLoader  # noqa: E402
-from .errors import USER_ERRORS, InputFileError  # noqa: E402
-from .experiment import build_model, ensure_dataset, load_feature_map  # noqa: E402
+from .data.sample_file import read_samples  # noqa: E402
+from .errors import CommandLineParser, InputFileError, exit_code  # noqa: E402
 from .metrics import DEFAULT_LENGTH_BUCKETS, bucket_edges, bucket_label  # noqa: E402
-from .paths import data_root as resolve_data_root  # noqa: E402
 from .trainer import Trainer  # noqa: E402
 
+INPUT_SPLIT = "input"   # the name a sample file's columns get in the dataset the loader reads
 
-def predict_split(run_dir: str, split: str = "test", data_root: Optional[str] = None, gpu: int = -1) -> pd.DataFrame:
-    """The scores of the run in ``run_dir`` on ``split`` of its dataset."""
-    params_file, checkpoint = os.path.join(run_dir, "params.json"), os.path.join(run_dir, "best.model")
-    for path in (params_file, checkpoint):
-        if not os.path.exists(path):
-            raise InputFileError(f"{path}: missing; --run_dir must be a finished run's directory (its results row's run_dir)")
-    with open(params_file) as fd:
-        params = json.load(fd)
-    dataset_id = str(params["dataset_id"])
-    data_dir = ensure_dataset(dataset_id, config_lib.load_dataset_config(dataset_id), resolve_data_root(data_root))
-    dataset = load_dataset(data_dir, in_memory=not params.get("out_of_core", False))
-    if split not in dataset.splits:
-        raise InputFileError(f"{data_dir}: no split '{split}'; splits: {sorted(dataset.splits)}")
-    model, options = build_model(params, load_feature_map(dataset_id, data_dir, params))
-    trainer = Trainer(model, dataclasses.replace(options, verbose=0, gpu=gpu), checkpoint=checkpoint)
-    trainer.load_weights()
-    trainer.prepare_inference(dataset.item_table)
+
+def score_columns(trainer: Trainer, dataset: SequenceDataset, split: str, params: Dict) -> pd.DataFrame:
+    """Every sample's score in ``dataset.splits[split]`` (see the module docstring for the columns)."""
     loader = SequenceBatchLoader(dataset, split, int(params.get("eval_batch_size", params.get("batch_size", 256))),
-                                 int(params["max_len"]))
+                                 int(params["max_len"]), times=trainer.model.reads_time())
     arrays = trainer.predict_arrays(loader)
     columns = dataset.splits[split]
     out = pd.DataFrame({"user_index": columns["user_index"], "item_index": columns["item_index"]})
@@ -63,23 +55,50 @@ def predict_split(run_dir: str, split: str = "test", data_root: Optional[str] = 
     return out
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run_dir", required=True, help="a finished run's directory (params.json, best.model)")
-    parser.add_argument("--split", default="test", help="train, valid or test of the run's dataset")
-    parser.add_argument("--out", required=True, help="output .parquet or .csv file")
-    parser.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT)")
-    parser.add_argument("--gpu", type=int, default=-1)
-    args = parser.parse_args(argv)
-    scores = predict_split(args.run_dir, args.split, args.data_root, args.gpu)
-    write_atomically(args.out, lambda tmp: scores.to_csv(tmp, index=False) if args.out.endswith(".csv")
+def predict(run: trained.TrainedRun, split: Optional[str] = "test", input_file: Optional[str] = None,
+            data_root: Optional[str] = None, gpu: int = -1) -> pd.DataFrame:
+    """The scores of ``run`` on ``split`` of its dataset, or on the samples of ``input_file``."""
+    trainer, dataset = trained.load(run, data_root, gpu)
+    if input_file is not None:
+        dataset = dataclasses.replace(dataset, splits={INPUT_SPLIT: Columns.of(read_samples(input_file, dataset), input_file)})
+        split = INPUT_SPLIT
+    elif split not in dataset.splits:
+        raise InputFileError(f"{dataset.data_dir}: no split '{split}'; splits: {sorted(dataset.splits)}")
+    return score_columns(trainer, dataset, str(split), run.params)
+
+
+def predict_split(run_dir: str, split: str = "test", data_root: Optional[str] = None, gpu: int = -1) -> pd.DataFrame:
+    """The scores of the run in ``run_dir`` on ``split`` of its dataset."""
+    return predict(trained.read_run(run_dir), split, None, data_root, gpu)
+
+
+def write_scores(path: str, scores: pd.DataFrame) -> None:
+    """``scores`` as CSV (``.csv``) or parquet, written to a temporary name and renamed."""
+    write_atomically(path, lambda tmp: scores.to_csv(tmp, index=False) if path.endswith(".csv")
                      else scores.to_parquet(tmp, index=False))
-    print(f"{len(scores)} scores of {args.split} written to {args.out}")
+
+
+def main(argv=None) -> int:
+    parser = CommandLineParser(prog="python -m lainctr.predict", description=__doc__)
+    trained.add_arguments(parser)
+    samples = parser.add_mutually_exclusive_group()
+    samples.add_argument("--split", default=None, help="train, valid or test of the run's dataset (default test)")
+    samples.add_argument("--input", default=None, metavar="FILE",
+                         help="samples to score: .h5, .parquet or .csv with the split's columns (label optional)")
+    parser.add_argument("--out", required=True, help="output scores, .parquet or .csv")
+    args = parser.parse_args(argv)
+    if not args.out.endswith((".parquet", ".csv")):
+        parser.error(f"--out {args.out}: must end in .parquet or .csv")
+    scores = predict(trained.from_arguments(args), args.split or "test", args.input, args.data_root, args.gpu)
+    write_scores(args.out, scores)
+    print(f"{len(scores)} scores of {args.input or args.split or 'test'} written to {args.out}")
+    return 0
+
+
+def cli(argv=None) -> int:
+    """``main`` with a user's mistake as one line ``error: ...`` and exit status 2."""
+    return exit_code(main, argv, extra=(config_lib.ConfigError,))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (config_lib.ConfigError,) + USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

@@ -326,7 +326,8 @@ class Trainer:
         self.model.prepare_inference(item_table)
 
     def predict_arrays(self, loader, attention_branch: Optional[str] = None) -> Dict[str, np.ndarray]:
-        """Predictions with what evaluation needs: y_pred, y_true, group (user), history_length (N,) each.
+        """Predictions with what evaluation needs: y_pred, y_true (NaN without labels), group (user), history_length
+        (N,) each.
 
         With ``attention_branch`` (e.g. ``"long"``) the same pass also returns ``gini`` (N,): the attention
         Gini of that branch per sample, when the branch reports its attention.
@@ -340,7 +341,9 @@ class Trainer:
                 with self.autocast():
                     result = model(batch.to(self.device, non_blocking=True))
                 out["y_pred"].append(result.y_pred.float().cpu().numpy().reshape(-1))
-                out["y_true"].append(batch.batch_dict[label].numpy().reshape(-1))
+                labels = batch.batch_dict.get(label)          # none for new samples to score
+                out["y_true"].append(np.full(len(batch.history_length), np.nan) if labels is None
+                                     else labels.numpy().reshape(-1))
                 out["group"].append(batch.batch_dict[group_id].numpy().reshape(-1))
                 out["history_length"].append(batch.history_length.numpy().reshape(-1))
                 branch = result.branches.get(attention_branch) if attention_branch else None

@@ -23,7 +23,6 @@ is kept in a sidecar CSV (and is recoverable from the row's params: ``infer_vari
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -40,7 +39,7 @@ from . import config as config_lib
 from .analysis import reference as ref_lib
 from .analysis.ablation import LABELS, ablation_overrides, ablation_table, infer_variant
 from .analysis.stats import mean_std
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, CommandLineParser
 from .lain_presets import LAIN_PRESETS
 from .metrics import DEFAULT_METRICS
 from .paths import zoo_path
@@ -102,6 +101,9 @@ class GridPoint:
 
 def load_tuner_config(path: str) -> Dict[str, Any]:
     """Read and check a tuner YAML (unknown keys are an error naming the valid ones)."""
+    if not os.path.isfile(path):
+        raise config_lib.ConfigError(f"--config {path}: no such file (a tuner YAML, e.g. "
+                                     "config/tuner/DIN_LAIN_example.yaml)")
     with open(path) as fd:
         tuner = yaml.safe_load(fd) or {}
     if not isinstance(tuner, dict):
@@ -421,20 +423,25 @@ def ablation_markdown(expid: str, table: pd.DataFrame, results_file: str = "") -
 
 # ----- command line -----------------------------------------------------------------------------
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lainctr.tuner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    grid = commands.add_parser("grid", help="run a tuner YAML's grid and select on validation")
+    parser = CommandLineParser(prog="python -m lainctr.tuner", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{grid,ablation,sweep,study}")
+    grid = commands.add_parser("grid", help="run a tuner YAML's grid and select on validation",
+                               description="Reads a tuner YAML (base_expid, tuner_space, seeds); writes configs/, "
+                                           "grid_runs.csv, grid_summary.csv/.md and best.yaml into --out, and one "
+                                           "results row per point and seed.")
     grid.add_argument("--config", required=True, help="tuner YAML, e.g. config/tuner/DIN_LAIN_example.yaml")
     grid.add_argument("--seeds", type=int, nargs="+", default=None, help="override the YAML's seeds")
     grid.add_argument("--out", default=None, help="output folder (default results/tuner/<tuner name>)")
     grid.add_argument("--dry-run", action="store_true", help="expand and write the configs only")
-    ablation = commands.add_parser("ablation", help="run the LAIN ablation variants of a _LAIN expid")
-    ablation.add_argument("--expid", required=True)
-    ablation.add_argument("--seeds", type=int, nargs="+", default=[2026, 2027, 2028])
+    ablation = commands.add_parser("ablation", help="run the LAIN ablation variants of a _LAIN expid",
+                                   description="Runs every ablation variant of a _LAIN expid for every seed into "
+                                               "--results, then writes the ablation table (Markdown and CSV) into "
+                                               "--out.")
+    ablation.add_argument("--expid", required=True, help="a _LAIN expid, e.g. TWIN_LAIN_synthetic")
+    ablation.add_argument("--seeds", type=int, nargs="+", default=[2026, 2027, 2028], help="seeds (default 2026-2028)")
     ablation.add_argument("--variants", nargs="+", default=None, choices=list(ablation_overrides()),
-                          help="subset of variants (default: all)")
-    ablation.add_argument("--config", default=None, help="directory of YAML configs instead of the zoo's")
+                          metavar="VARIANT", help=f"subset of {list(ablation_overrides())} (default: all)")
+    ablation.add_argument("--config", default=None, help="your expid folder, read besides the zoo's")
     ablation.add_argument("--results", default=None, help="results CSV (default results/ablation/<expid>.csv)")
     ablation.add_argument("--out", default="reports", help="folder of the ablation table")
     ablation.add_argument("--rebuild", action="store_true", help="no runs: tabulate the results file")
@@ -462,8 +469,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     study.add_argument("--work", default="", help="folder of the results files (default results/study/<dataset_id>)")
     study.add_argument("--dry-run", action="store_true", help="list the runs only")
     for sub in (grid, ablation, sweep, study):
-        sub.add_argument("--gpu", type=int, default=-1)
-        sub.add_argument("--data_root", default=None)
+        sub.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
+        sub.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT)")
     for sub in (grid, ablation, sweep):
         sub.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
                          help="size preset of the LAIN models (default: each expid's own)")

@@ -57,3 +57,18 @@ def tiny_batch(tiny_dataset):
     """A batch of 64 valid samples at max_len 60 (rows with long and short histories)."""
     loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=60)
     return next(iter(loader))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_root, tmp_path_factory):
+    """A finished run (1 epoch, max_len 30) of an expid of one's own, ``DIN_LAIN_tiny_run`` (base_expid
+    DIN_LAIN_synthetic_tiny), with checkpoints in a temporary model_root: (results row, its --config folder)."""
+    from lainctr.experiment import run_experiment
+    root = tmp_path_factory.mktemp("tiny_run")
+    (root / "expids").mkdir()
+    (root / "expids" / "mine.yaml").write_text(
+        f"DIN_LAIN_tiny_run: {{base_expid: DIN_LAIN_synthetic_tiny, epochs: 1, max_len: 30, verbose: 0, "
+        f"model_root: '{root / 'checkpoints'}'}}\n")
+    row = run_experiment("DIN_LAIN_tiny_run", config_dir=str(root / "expids"), data_root=str(data_root),
+                         results_file=str(root / "results.csv"))
+    return row, str(root / "expids")

@@ -9,7 +9,7 @@ click probability exactly as evaluated), ``label`` (int8), ``user_index`` (int64
 from __future__ import annotations
 
 import zipfile
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
@@ -28,7 +28,8 @@ def write_predictions(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fd:   # a file object: np.savez would append .npz to the temporary name
-            np.savez_compressed(fd, **{k: np.asarray(v).reshape(-1).astype(COLUMNS[k]) for k, v in columns.items()})
+            typed: Dict[str, Any] = {k: np.asarray(v).reshape(-1).astype(COLUMNS[k]) for k, v in columns.items()}
+            np.savez_compressed(fd, **typed)   # Any: NumPy 2's stubs type savez_compressed's keywords as bool
     write_atomically(path, write)
 
 

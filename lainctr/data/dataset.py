@@ -65,7 +65,9 @@ class SequenceDataset:
         return sizes
 
 
-def _vocab(feature_map_json: Dict[str, Any], source_item: bool) -> Dict[str, int]:
+def vocabulary(feature_map_json: Dict[str, Any], source_item: bool) -> Dict[str, int]:
+    """``{feature: vocab_size}`` of the categorical and sequence features of the items (``source_item``) or of the
+    samples."""
     vocab = {}
     for entry in feature_map_json["features"]:
         (name, spec), = entry.items()
@@ -116,12 +118,12 @@ def load_dataset(data_dir: str, splits=store.SPLITS, validate: bool = True, in_m
     table = store.read_h5(os.path.join(data_dir, store.ITEMS_FILE))
     split_columns = {s: store.open_columns(os.path.join(data_dir, f"{s}.h5"), in_memory) for s in splits}
     if validate:
-        num_items = validate_item_table(store.ITEMS_FILE, table, _vocab(feature_map_json, source_item=True))
+        num_items = validate_item_table(store.ITEMS_FILE, table, vocabulary(feature_map_json, source_item=True))
         validate_sequences(store.SEQUENCES_FILE, sequences.offsets, sequences.items, num_items, sequences.side)
         promise_next = bool(info.get("target_is_next_behaviour", False))
         for split, columns in split_columns.items():
             validate_split(f"{split}.h5", columns, label, sequences.lengths(), num_items,
-                           _vocab(feature_map_json, source_item=False),
+                           vocabulary(feature_map_json, source_item=False),
                            sequences.items if promise_next else None,
                            sequences.offsets if promise_next else None)
         _verify_checksums(data_dir, info, sequences, table, split_columns)

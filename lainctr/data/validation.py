@@ -94,10 +94,11 @@ def validate_item_table(file: str, table: Mapping[str, np.ndarray], vocab: Dict[
 RowCheck = Callable[[int, Dict[str, np.ndarray]], None]   # (first row, the chunk's columns) -> raises or not
 
 
-def validate_split(file: str, columns: "Columns", label: str, seq_lengths: np.ndarray, num_items: int,
+def validate_split(file: str, columns: "Columns", label: Optional[str], seq_lengths: np.ndarray, num_items: int,
                    vocab: Dict[str, int], sequences_items: Optional[np.ndarray] = None,
                    offsets: Optional[np.ndarray] = None) -> None:
-    """Sample columns: ids in range, ``seq_len`` within the user's sequence, binary labels.
+    """Sample columns: ids in range, ``seq_len`` within the user's sequence, binary labels (``label`` None: samples
+    without labels, e.g. new ones to score).
 
     When ``sequences_items``/``offsets`` are given (the format promises that a positive sample's target is
     the next behaviour), every positive sample's ``item_index`` must equal ``items[offsets[u] + seq_len]``.
@@ -109,7 +110,7 @@ def validate_split(file: str, columns: "Columns", label: str, seq_lengths: np.nd
     for name in columns.names:
         if columns.rows_of(name) != n:
             raise DataValidationError(file, name, None, f"{columns.rows_of(name)} rows, 'user_index' has {n}")
-    for name in ("user_index", "item_index", "seq_len", label):
+    for name in ("user_index", "item_index", "seq_len") + ((label,) if label is not None else ()):
         check_integer(file, name, columns.dtype(name))
 
     def each_chunk(names: Sequence[str], check: RowCheck) -> None:
@@ -122,16 +123,18 @@ def validate_split(file: str, columns: "Columns", label: str, seq_lengths: np.nd
     each_chunk(["user_index"], in_range("user_index", 0, len(seq_lengths)))
     each_chunk(["item_index"], in_range("item_index", 1, num_items))
     each_chunk(["user_index", "seq_len"], lambda first, chunk: _check_seq_len(file, chunk, seq_lengths, first))
-    each_chunk([label], in_range(label, 0, 2))
+    if label is not None:
+        each_chunk([label], in_range(label, 0, 2))
     for name, size in vocab.items():
         if name in columns:
             check_integer(file, name, columns.dtype(name))
             each_chunk([name], in_range(name, 0, size))
-    if sequences_items is not None:
+    if sequences_items is not None and label is not None:
+        clicked: str = label   # narrowed for the closures below
         assert offsets is not None, "the target-is-next check needs the sequence offsets"
-        names = ["user_index", "item_index", "seq_len", label]
-        each_chunk(names, lambda first, chunk: _check_has_next(file, chunk, label, seq_lengths, first))
-        each_chunk(names, lambda first, chunk: _check_target_is_next(file, chunk, label, seq_lengths, sequences_items,
+        names = ["user_index", "item_index", "seq_len", clicked]
+        each_chunk(names, lambda first, chunk: _check_has_next(file, chunk, clicked, seq_lengths, first))
+        each_chunk(names, lambda first, chunk: _check_target_is_next(file, chunk, clicked, seq_lengths, sequences_items,
                                                                      offsets, first))
 
 

@@ -201,7 +201,7 @@ class EvoAttention(LengthModulation):
         2w keys. With ``candidate_only`` only the last block's last row is a query.
         """
         w, n = self.window, k.shape[2]
-        blocks = -(-n // w)
+        blocks = (n + w - 1) // w                   # ceil(n / w); not -(-n // w): the ONNX export divides by truncation
         pad = (blocks + 1) * w - n
         padded = lambda x: nn.functional.pad(x, (0, 0, pad, 0))                    # noqa: E731  (B, H, n', d_h)
         k_blocks = padded(k).unflatten(2, (blocks + 1, w))

@@ -40,10 +40,15 @@ def left_align(sequence: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor
         sequence: (B, n, d); mask: (B, n) bool, True = valid token.
     Returns:
         aligned (B, W, d), lengths (B,) int64, source (B, W) int64 with ``aligned[b, j] = sequence[b,
-        source[b, j]]`` for ``j < lengths[b]``; W = max(1, max length) (trailing all-padding columns dropped).
+        source[b, j]]`` for ``j < lengths[b]``; W = max(1, max length) (trailing all-padding columns dropped), or
+        W = n while ``torch.export`` traces (a width read from the data has no static shape; the extra columns
+        are padding, which neither the GRU's earlier states nor the AUGRU, at attention 0, ever read).
     """
     lengths = mask.sum(dim=1)
-    width = max(1, int(lengths.max())) if mask.shape[0] else 1
+    if torch.compiler.is_exporting():
+        width = mask.shape[1]
+    else:
+        width = max(1, int(lengths.max())) if mask.shape[0] else 1
     # a stable sort of "is padding" lists valid positions first, each group in its original order
     source = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :width]
     valid = torch.arange(width, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)

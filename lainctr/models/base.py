@@ -233,7 +233,11 @@ class SequenceCTRModel(nn.Module, metaclass=_AssembledAfterInit):
         return parameter_versions(p for m in self._parameter_owners for p in m._parameters.values() if p is not None)
 
     def _caches_current(self) -> None:
-        """Drop the caches if a parameter changed since they were built (e.g. a weight load)."""
+        """Drop the caches if a parameter changed since they were built (e.g. a weight load). Not while
+        ``torch.export`` traces the model: it traces fixed weights (``lainctr.export`` builds the caches just
+        before), and its fake tensors have no storage to compare."""
+        if torch.compiler.is_exporting():
+            return
         if self._cached_for is not None and self._cached_for != self._current_versions():
             self.invalidate_inference_caches()
 
