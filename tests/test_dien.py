@@ -326,7 +326,7 @@ def predict_upstream(upstream, batch: SequenceBatch) -> torch.Tensor:
 def full_batch(tiny_dataset):
     """Rows whose history fills every column (no padding): upstream's packing is then right."""
     loader = SequenceBatchLoader(tiny_dataset, "valid", batch_size=64, max_len=20)
-    batch = loader.make_batch(np.nonzero(loader.seq_len >= 20)[0][:32])
+    batch = loader.make_batch(np.nonzero(loader.columns["seq_len"] >= 20)[0][:32])
     assert bool(batch.mask.all())
     return batch
 

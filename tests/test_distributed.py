@@ -77,7 +77,7 @@ def test_two_gloo_processes_give_the_single_process_metrics(data_root, tmp_path)
         assert float(ddp[0][metric]) == pytest.approx(float(single[0][metric]), abs=2e-4), metric
     assert ddp[0]["test_samples@0-100"] == single[0]["test_samples@0-100"]      # the whole split evaluated
     assert os.path.exists(ddp[0]["checkpoint"]) and sorted(os.listdir(ddp[0]["run_dir"])) == [
-        "best.model", "history.json", "params.json", "train.log"]
+        "best.model", "history.json", "params.json", "test_predictions.npz", "train.log"]
 
 
 @pytest.mark.parametrize("expid", ["DIN_LAIN_synthetic_tiny", "SIM_synthetic_tiny"])

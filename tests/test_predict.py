@@ -39,7 +39,7 @@ def test_twin_scores_with_its_item_cache_reproduce_the_run(data_root, tmp_path):
     assert_reproduces_test_metrics(predict_split(row["run_dir"], "test", str(data_root)), row)
 
 
-def test_columns(data_root):
+def tiny_test_split(data_root):
     with h5py.File(os.path.join(data_root, "synthetic_tiny", "test.h5")) as f:
         return {name: f[name][()] for name in f}
 
@@ -59,14 +59,14 @@ def write_samples(columns, path):
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".h5"])
 def test_the_test_split_as_a_file_gives_the_split_scores(suffix, tiny_run, data_root, tmp_path):
     run = trained.read_run(tiny_run[0]["run_dir"])
-    path = write_samples(test_columns(data_root), tmp_path / f"samples{suffix}")
+    path = write_samples(tiny_test_split(data_root), tmp_path / f"samples{suffix}")
     pd.testing.assert_frame_equal(predict(run, input_file=path, data_root=str(data_root)),
                                   predict(run, "test", data_root=str(data_root)))
 
 
 def test_samples_without_labels_are_scored(tiny_run, data_root, tmp_path):
     run = trained.read_run(tiny_run[0]["run_dir"])
-    columns = {k: v[:50] for k, v in test_columns(data_root).items() if k != "label"}
+    columns = {k: v[:50] for k, v in tiny_test_split(data_root).items() if k != "label"}
     columns["request_id"] = list(range(50))                 # a column of the caller's own: ignored
     scores = predict(run, input_file=write_samples(columns, tmp_path / "new.csv"), data_root=str(data_root))
     assert list(scores.columns) == ["user_index", "item_index", "score", "history_length", "bucket"]
@@ -80,7 +80,7 @@ def test_samples_without_labels_are_scored(tiny_run, data_root, tmp_path):
 ])
 def test_a_bad_sample_file_is_one_error_line_naming_file_column_row(column, value, message, tiny_run, data_root,
                                                                      tmp_path, capsys):
-    columns = test_columns(data_root)
+    columns = tiny_test_split(data_root)
     if value is None:
         del columns[column]
     else:

@@ -29,7 +29,7 @@ def test_an_early_stop_and_a_failing_loader(tiny_dataset, monkeypatch):
     for index, _ in enumerate(ahead):                   # the consumer leaves early: the producer stops
         if index == 2:
             break
-    monkeypatch.setattr(loader, "make_batch", lambda rows: (_ for _ in ()).throw(OSError("disk gone")))
+    monkeypatch.setattr(loader.columns, "take", lambda names, rows: (_ for _ in ()).throw(OSError("disk gone")))
     with pytest.raises(OSError, match="disk gone"):
         list(ahead)
 
