@@ -2,9 +2,10 @@
 
 The artefact computes :class:`lainctr.serving.ServingModel`: padded history rows, mask, length (times and context
 features where the model reads them) -> click probabilities, with the weights, the item table and the inference
-caches (LAIN's per-length tables, TWIN's item projections) baked in. Batch size and history width are dynamic;
-the width's range (its lower end set by the model's thresholds, e.g. top-k and the short window, its upper end by
-LAIN's tables: max_len) is in the sidecar. A history narrower than the minimum is left-padded (item row 0, mask
+caches (LAIN's per-length tables, TWIN's item projections) baked in. Batch size and history width are dynamic
+(DIEN's width is fixed at max_len: the export of its fused GRU unrolls the steps); the width's range (its lower
+end set by the model's thresholds, e.g. top-k and the short window, its upper end by LAIN's tables: max_len) is in
+the sidecar. A history narrower than the minimum is left-padded (item row 0, mask
 False): padding never changes a score.
 
 ``--format onnx`` (default): ``torch.onnx.export`` with torch 2.13's default exporter (``dynamo=True``: it
@@ -20,6 +21,7 @@ dimension ranges. Both files are written to temporary names and renamed.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -109,6 +111,7 @@ def width_range(program: torch.export.ExportedProgram, serving: ServingModel) ->
 def to_onnx(program: torch.export.ExportedProgram, serving: ServingModel, examples: Tuple[torch.Tensor, ...]):
     """The ONNX model (``onnx_ir``) of the captured program, inputs the model does not read removed."""
     from .onnx_translations import translations  # noqa: PLC0415 (needs onnxscript)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)   # not its notes on torchvision ops it skips
     try:
         onnx_program = torch.onnx.export(program, examples, dynamo=True,
                                          input_names=serving.input_names, output_names=["score"], opset_version=OPSET,
@@ -150,7 +153,9 @@ def prune_inputs(model) -> None:
 def onnx_scores(path: str, feeds: Dict[str, np.ndarray]) -> np.ndarray:
     """ONNX Runtime's scores of the artefact at ``path`` for the named inputs (those the graph has)."""
     import onnxruntime  # noqa: PLC0415
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3       # not its notes on constants it cannot fold while optimising the graph
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return session.run(["score"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
 
 

@@ -27,14 +27,15 @@ def rows_of_users(users: int, rng: np.random.Generator):
     out = []
     for user in range(users):
         liked = rng.choice(CATEGORIES, 2, replace=False)
-        start, recent = int(rng.integers(0, 10 ** 6)), []
-        for step in range(int(rng.integers(20, 160))):
+        start, recent = int(rng.integers(0, 3600)), []          # every user active over the same weeks
+        length = int(rng.integers(20, 160))
+        for step in range(length):
             item = int(rng.integers(0, ITEMS)) if rng.random() < 0.5 else \
                 int(rng.choice(np.flatnonzero(np.isin(item_category, liked))))
             category = int(item_category[item])
             logit = -1.6 + 1.4 * (category in liked) + 0.5 * recent[-10:].count(category)
             click = int(rng.random() < 1 / (1 + np.exp(-logit)))
-            out.append((start + 600 * step + user, user, item, category, click))
+            out.append((start + 3600 * step * 160 // length + user, user, item, category, click))
             if click:
                 recent.append(category)
     return sorted(out), item_category

@@ -43,7 +43,9 @@ def main(argv=None) -> None:
                  "history_length": samples.seq_len.to_numpy(), "user_index": samples.user_index.to_numpy(),
                  **{c: samples[c].to_numpy() for c in samples.columns}}
     feeds = {i["name"]: available[i["name"]].astype(i["dtype"]) for i in spec["inputs"]}
-    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3                  # errors only
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     samples["onnx_score"] = session.run(["score"], feeds)[0]
     print(f"inputs: {', '.join(f'{n} {tuple(v.shape)}' for n, v in feeds.items())}")
     print(samples.to_string(index=False))
