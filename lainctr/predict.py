@@ -28,7 +28,6 @@ import pandas as pd  # noqa: E402
 from . import config as config_lib  # noqa: E402
 from . import trained  # noqa: E402
 from .atomic import write_atomically  # noqa: E402
-from .data.columns import Columns  # noqa: E402
 from .data.dataset import SequenceDataset  # noqa: E402
 from .data.loader import SequenceBatchLoader  # noqa: E402
 from .data.sample_file import read_samples  # noqa: E402
@@ -60,7 +59,7 @@ def predict(run: trained.TrainedRun, split: Optional[str] = "test", input_file: 
     """The scores of ``run`` on ``split`` of its dataset, or on the samples of ``input_file``."""
     trainer, dataset = trained.load(run, data_root, gpu)
     if input_file is not None:
-        dataset = dataclasses.replace(dataset, splits={INPUT_SPLIT: Columns.of(read_samples(input_file, dataset), input_file)})
+        dataset = dataclasses.replace(dataset, splits={INPUT_SPLIT: read_samples(input_file, dataset)})
         split = INPUT_SPLIT
     elif split not in dataset.splits:
         raise InputFileError(f"{dataset.data_dir}: no split '{split}'; splits: {sorted(dataset.splits)}")

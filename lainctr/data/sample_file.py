@@ -61,9 +61,10 @@ def required_columns(dataset: SequenceDataset) -> List[str]:
     return [name for name in split if name != dataset.label]
 
 
-def read_samples(path: str, dataset: SequenceDataset) -> Dict[str, np.ndarray]:
+def read_samples(path: str, dataset: SequenceDataset) -> Columns:
     """The validated columns of ``path``, cast to the dtypes of the dataset's splits; errors name the file, the column
-    and the first bad row (:func:`lainctr.data.validation.validate_split`)."""
+    and the first bad row (:func:`lainctr.data.validation.validate_split`). Shapes and dtypes of the splits come
+    from :class:`Columns` (an out-of-core split's columns are not read)."""
     found = read_columns(path)
     if not found or not len(next(iter(found.values()))):
         raise InputFileError(f"{path}: no samples")
@@ -79,17 +80,17 @@ def read_samples(path: str, dataset: SequenceDataset) -> Dict[str, np.ndarray]:
     _check_shapes(path, columns, split)
     validate_split(path, Columns.of(columns, path), dataset.label if dataset.label in columns else None,
                    dataset.sequence_lengths(), dataset.num_items, vocabulary(dataset.feature_map_json, source_item=False))
-    return {name: values.astype(split[name].dtype, copy=False) for name, values in columns.items()}
+    return Columns.of({name: values.astype(split.dtype(name), copy=False) for name, values in columns.items()}, path)
 
 
-def _check_shapes(path: str, columns: Mapping[str, np.ndarray], split: Mapping[str, np.ndarray]) -> None:
+def _check_shapes(path: str, columns: Mapping[str, np.ndarray], split: Columns) -> None:
     """Each column has the split's width and kind (integer columns integers, numbers numbers)."""
     for name, values in columns.items():
-        expected = split[name]
-        if values.shape[1:] != expected.shape[1:]:
+        width, dtype = split.shape(name)[1:], split.dtype(name)
+        if values.shape[1:] != width:
             raise DataValidationError(path, name, None, f"shape (n, {', '.join(map(str, values.shape[1:]))}) "
-                                      f"where the dataset has (n, {', '.join(map(str, expected.shape[1:]))})")
-        if np.issubdtype(expected.dtype, np.integer) and not np.issubdtype(values.dtype, np.integer):
+                                      f"where the dataset has (n, {', '.join(map(str, width))})")
+        if np.issubdtype(dtype, np.integer) and not np.issubdtype(values.dtype, np.integer):
             raise DataValidationError(path, name, None, f"expected integers, got {values.dtype} (an empty cell?)")
         if not np.issubdtype(values.dtype, np.number) and not np.issubdtype(values.dtype, np.bool_):
             raise DataValidationError(path, name, None, f"expected numbers, got {values.dtype}")
