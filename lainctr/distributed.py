@@ -3,14 +3,14 @@
 ``torchrun --nproc_per_node N run_expid.py --expid X`` (or ``--nnodes M ...``) starts N processes that find
 each other through the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
 :func:`init_from_environment` joins the process group (NCCL on CUDA, gloo on CPU). Everything else asks a
-:class:`ProcessGroup`: which shard of a batch or a split a rank reads, how to gather evaluation arrays, and
+:class:`ProcessGroup`: which shard of a batch or a split a rank reads, how to gather evaluation arrays back into the split's order, and
 whether this rank is the one that writes files.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
@@ -48,12 +48,22 @@ class ProcessGroup:
         if self.distributed:
             dist.barrier()
 
-    def gather_arrays(self, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Every rank's arrays (same keys, 1-D, any lengths) concatenated in rank order, on every rank."""
+    def gather_in_batch_order(self, arrays: Dict[str, np.ndarray], batch_rows: Sequence[int]) -> Dict[str, np.ndarray]:
+        """Every rank's arrays (same keys, 1-D) put back in the loader's order, on every rank.
+
+        Each rank read shard ``rank`` of every global batch (:meth:`shard`), and ``batch_rows`` (B,) says how many
+        of its rows each of its B batches gave; the result is batch 0's shards in rank order, then batch 1's, ...:
+        the order one process reads the split in.
+        """
         if not self.distributed:
             return arrays
-        gathered = self.gather_objects(arrays)
-        return {key: np.concatenate([part[key] for part in gathered]) for key in arrays}
+        gathered = self.gather_objects((arrays, list(batch_rows)))
+        if len({len(rows) for _, rows in gathered}) != 1:
+            raise RuntimeError(f"ranks read different numbers of batches: {[len(rows) for _, rows in gathered]}")
+        pieces = {key: [np.split(part[key], np.cumsum(rows)[:-1]) for part, rows in gathered] for key in arrays}
+        return {key: np.concatenate([per_rank[batch] for batch in range(len(batch_rows))
+                                     for per_rank in pieces[key]]) if len(batch_rows) else arrays[key]
+                for key in arrays}
 
     def gather_objects(self, value) -> list:
         """[rank 0's value, rank 1's, ...] on every rank."""

@@ -327,7 +327,8 @@ class Trainer:
 
     def predict_arrays(self, loader, attention_branch: Optional[str] = None) -> Dict[str, np.ndarray]:
         """Predictions with what evaluation needs: y_pred, y_true (NaN without labels), group (user), history_length
-        (N,) each.
+        (N,) each, in the loader's order on every rank (under data parallelism too: the ranks' shards are put back
+        batch by batch).
 
         With ``attention_branch`` (e.g. ``"long"``) the same pass also returns ``gini`` (N,): the attention
         Gini of that branch per sample, when the branch reports its attention.
@@ -336,6 +337,7 @@ class Trainer:
         model.eval()
         label, group_id = model.feature_map.labels[0], model.feature_map.group_id or "user_index"
         out: Dict[str, list] = {"y_pred": [], "y_true": [], "group": [], "history_length": [], "gini": []}
+        batch_rows = []
         with torch.no_grad():
             for batch in progress(prefetching(loader, self.device), self.options.verbose, "evaluate"):
                 with self.autocast():
@@ -346,13 +348,14 @@ class Trainer:
                                      else labels.numpy().reshape(-1))
                 out["group"].append(batch.batch_dict[group_id].numpy().reshape(-1))
                 out["history_length"].append(batch.history_length.numpy().reshape(-1))
+                batch_rows.append(len(batch.history_length))
                 branch = result.branches.get(attention_branch) if attention_branch else None
                 if branch is not None and branch.attention is not None:
                     out["gini"].append(gini(branch.attention.detach().float().cpu(), branch.support.cpu()))
         arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items() if k != "gini"}
         if self.group.all_true(bool(out["gini"]) and len(out["gini"]) == len(out["y_pred"])):
             arrays["gini"] = np.concatenate(out["gini"])
-        return self.group.gather_arrays(arrays)
+        return self.group.gather_in_batch_order(arrays, batch_rows)
 
     def evaluate(self, loader, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
         """The metrics (default: ``options.metrics``) of the model on ``loader``."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lainctr.data.loader import SequenceBatchLoader
+from lainctr.analysis.predictions import read_predictions
 from lainctr.distributed import ProcessGroup
 
 ZOO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,8 @@ def run(command, results, data_root, config_dir, extra_env=None):
 
 def test_two_gloo_processes_give_the_single_process_metrics(data_root, tmp_path):
     """torchrun --nproc_per_node 2: the same test metrics as one process (dropout off: the ranks draw their own
-    masks; reduction order differs, hence the tolerance), one results row, one run directory written."""
+    masks; reduction order differs, hence the tolerance), one results row, one run directory written, and the kept
+    test predictions in the single process's sample order (so that paired bootstraps can pair them)."""
     config_dir = tmp_path / "cfg"
     config_dir.mkdir()
     (config_dir / "model_config.yaml").write_text(textwrap.dedent(EXPID) + f"  model_root: {tmp_path / 'ckpt'}\n")
@@ -78,6 +80,25 @@ def test_two_gloo_processes_give_the_single_process_metrics(data_root, tmp_path)
     assert ddp[0]["test_samples@0-100"] == single[0]["test_samples@0-100"]      # the whole split evaluated
     assert os.path.exists(ddp[0]["checkpoint"]) and sorted(os.listdir(ddp[0]["run_dir"])) == [
         "best.model", "history.json", "params.json", "test_predictions.npz", "train.log"]
+    kept = [read_predictions(row[0]["predictions_file"]) for row in (single, ddp)]
+    for column in ("label", "user_index", "history_length"):
+        assert np.array_equal(kept[0][column], kept[1][column]), column
+    assert np.allclose(kept[0]["score"], kept[1]["score"], atol=1e-3)
+
+
+def test_gathered_shards_come_back_in_the_loader_order():
+    """Rank r read shard r of every batch; gathering puts batch 0's shards first, in rank order, then batch 1's."""
+    order = np.arange(23)
+    batches = [order[0:10], order[10:20], order[20:23]]
+    groups = [ProcessGroup(rank, 3) for rank in range(3)]
+    parts = [[group.shard(batch) for batch in batches] for group in groups]
+    gathered = [({"x": np.concatenate(p)}, [len(b) for b in p]) for p in parts]
+
+    class Local(ProcessGroup):
+        def gather_objects(self, value):
+            return gathered
+
+    assert np.array_equal(Local(0, 3).gather_in_batch_order(*gathered[0])["x"], order)
 
 
 @pytest.mark.parametrize("expid", ["DIN_LAIN_synthetic_tiny", "SIM_synthetic_tiny"])
