@@ -3,8 +3,8 @@
 ``torchrun --nproc_per_node N run_expid.py --expid X`` (or ``--nnodes M ...``) starts N processes that find
 each other through the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
 :func:`init_from_environment` joins the process group (NCCL on CUDA, gloo on CPU). Everything else asks a
-:class:`ProcessGroup`: which shard of a batch or a split a rank reads, how to gather evaluation arrays back into the split's order, and
-whether this rank is the one that writes files.
+:class:`ProcessGroup`: which shard of a batch or a split a rank reads, how to gather evaluation arrays back
+into the split's order, and whether this rank is the one that writes files.
 """
 from __future__ import annotations
 

@@ -42,3 +42,18 @@ def test_lain_params_covers_every_real_expid():
     rows = [line for line in text.splitlines() if re.match(r"\| (kuaivideo|microvideo|ebnerd) \|", line)]
     assert len(rows) == 15 * 2                                           # lean and paper
     assert all(re.search(r"\| (lean|paper) \| [\d,]+ \| \+[\d,]+ \| \d+\.\d\d % \| .*prompts [\d,]+", row) for row in rows)
+
+
+def test_ddp_benchmark_prints_a_row_per_world_size():
+    text = run_script("benchmarks/ddp_benchmark.py", "--models", "DIN", "--max_len", "30", "--steps", "2",
+                      "--warmup", "1", "--rounds", "1")
+    for processes, threads in ((1, 2), (2, 1)):
+        assert re.search(rf"\| DIN \| 30 \| {processes} \| {threads} \| [\d,]+ \| [\d.]+x \| [\d,]+ \|", text), text
+
+
+def test_memory_benchmark_prints_both_modes(data_root):
+    text = run_script("benchmarks/memory_benchmark.py", "--datasets", "synthetic_tiny", "--steps", "2",
+                      "--max_len", "30", "--eval_batch_size", "512", "--data_root", str(data_root))
+    for mode in ("memory", "out_of_core"):
+        assert re.search(rf"\| synthetic_tiny \| 14,280/1,776/1,392 \| {mode} \|( [\d,]+ \|){{3}} [\d.]+ \| [\d.]+ \|",
+                         text), text

@@ -8,8 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from lainctr.data.loader import SequenceBatchLoader
 from lainctr.analysis.predictions import read_predictions
+from lainctr.data.loader import SequenceBatchLoader
 from lainctr.distributed import ProcessGroup
 
 ZOO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
