@@ -5,6 +5,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -57,3 +60,16 @@ def test_memory_benchmark_prints_both_modes(data_root):
     for mode in ("memory", "out_of_core"):
         assert re.search(rf"\| synthetic_tiny \| 14,280/1,776/1,392 \| {mode} \|( [\d,]+ \|){{3}} [\d.]+ \| [\d.]+ \|",
                          text), text
+
+
+def test_prefetch_benchmark_prints_both_loaders():
+    text = run_script("benchmarks/prefetch_benchmark.py", "--models", "DIN", "--max_len", "30", "--steps", "2",
+                      "--rounds", "2", "--threads", "1")
+    assert re.search(r"\| DIN \| 30 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text), text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine gpu_check.sh is run by hand (it trains every model)")
+def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "0", str(tmp_path / "out")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode != 0 and "no CUDA device 0" in done.stderr, done.stderr
