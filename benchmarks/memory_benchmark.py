@@ -79,7 +79,7 @@ def cell(args) -> dict:
         if index == args.steps:
             break
         trainer.train_step(batch, index, args.steps)
-    out["train_s_per_step"] = (time.perf_counter() - start) / args.steps
+    out.update(train_s_per_step=(time.perf_counter() - start) / args.steps, peak_rss_train_mib=memory_status_mib("VmHWM"))
     test = SequenceBatchLoader(dataset, "test", args.eval_batch_size, args.max_len, times=model.reads_time())
     start = time.perf_counter()
     trainer.prepare_inference(dataset.item_table)

@@ -35,6 +35,7 @@ from .analysis import extra_evaluation_columns
 from .analysis.gini import gini
 from .data.loader import SequenceBatch
 from .data.prefetch import prefetching
+from .data.row_buffer import RowBuffer
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from .models.base import SequenceCTRModel
 from .training_options import TrainerOptions
@@ -336,25 +337,26 @@ class Trainer:
         model = self.model
         model.eval()
         label, group_id = model.feature_map.labels[0], model.feature_map.group_id or "user_index"
-        out: Dict[str, list] = {"y_pred": [], "y_true": [], "group": [], "history_length": [], "gini": []}
-        batch_rows = []
+        out, batch_rows = RowBuffer(), []
         with torch.no_grad():
             for batch in progress(prefetching(loader, self.device), self.options.verbose, "evaluate"):
                 with self.autocast():
                     result = model(batch.to(self.device, non_blocking=True))
-                out["y_pred"].append(result.y_pred.float().cpu().numpy().reshape(-1))
+                out.add("y_pred", result.y_pred.float().cpu().numpy().reshape(-1))
                 labels = batch.batch_dict.get(label)          # none for new samples to score
-                out["y_true"].append(np.full(len(batch.history_length), np.nan) if labels is None
-                                     else labels.numpy().reshape(-1))
-                out["group"].append(batch.batch_dict[group_id].numpy().reshape(-1))
-                out["history_length"].append(batch.history_length.numpy().reshape(-1))
+                out.add("y_true", np.full(len(batch.history_length), np.nan) if labels is None
+                        else labels.numpy().reshape(-1))
+                out.add("group", batch.batch_dict[group_id].numpy().reshape(-1))
+                out.add("history_length", batch.history_length.numpy().reshape(-1))
                 batch_rows.append(len(batch.history_length))
                 branch = result.branches.get(attention_branch) if attention_branch else None
                 if branch is not None and branch.attention is not None:
-                    out["gini"].append(gini(branch.attention.detach().float().cpu(), branch.support.cpu()))
-        arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items() if k != "gini"}
-        if self.group.all_true(bool(out["gini"]) and len(out["gini"]) == len(out["y_pred"])):
-            arrays["gini"] = np.concatenate(out["gini"])
+                    out.add("gini", gini(branch.attention.detach().float().cpu(), branch.support.cpu()))
+        arrays = out.arrays()
+        for name in ("y_pred", "y_true", "group", "history_length"):   # an empty split
+            arrays.setdefault(name, np.zeros(0))
+        if not self.group.all_true(out.filled("gini") == out.filled("y_pred") > 0):   # every batch, every rank
+            arrays.pop("gini", None)
         return self.group.gather_in_batch_order(arrays, batch_rows)
 
     def evaluate(self, loader, metrics: Optional[Sequence[str]] = None) -> Dict[str, float]:
