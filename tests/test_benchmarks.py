@@ -58,7 +58,7 @@ def test_memory_benchmark_prints_both_modes(data_root):
     text = run_script("benchmarks/memory_benchmark.py", "--datasets", "synthetic_tiny", "--steps", "2",
                       "--max_len", "30", "--eval_batch_size", "512", "--data_root", str(data_root))
     for mode in ("memory", "out_of_core"):
-        assert re.search(rf"\| synthetic_tiny \| 14,280/1,776/1,392 \| {mode} \|( [\d,]+ \|){{3}} [\d.]+ \| [\d.]+ \|",
+        assert re.search(rf"\| synthetic_tiny \| 14,280/1,776/1,392 \| {mode} \|( [\d,]+ \|){{4}} [\d.]+ \| [\d.]+ \|",
                          text), text
 
 
