@@ -97,9 +97,9 @@ class EncoderShortBranch(InterestBranch):
         target_mask = inputs.mask.new_ones(inputs.mask.shape[0], 1)
         tokens, mask = prepend_prompts(torch.cat([window, inputs.target.unsqueeze(1)], dim=1),
                                        torch.cat([window_mask, target_mask], dim=1), condition)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             tokens = block(tokens, mask, condition)
-        return BranchOutput(tokens[:, -1])
+        return BranchOutput(self.blocks[-1](tokens, mask, condition, query=tokens[:, -1:])[:, 0])
 
 
 class DiffuMIN(SequenceCTRModel):
