@@ -231,6 +231,10 @@ class DiffusionInterestGenerator(nn.Module):
         self.register_buffer("bank_start", bank.start, persistent=False)
         self.register_buffer("bank_noise", bank.noise, persistent=False)
 
+    def output_dim(self) -> int:
+        """c * d, the width of the flattened generated interests [r*_1 .. r*_c]."""
+        return self.num_channels * self.dim
+
     # ----- randomness ---------------------------------------------------------------------------
     def draw(self, batch_size: int, generator: torch.Generator) -> SamplingNoise:
         """A fresh :class:`SamplingNoise` for ``batch_size`` rows, on the generator's device."""
