@@ -42,3 +42,12 @@ def test_lain_params_covers_every_real_expid():
     rows = [line for line in text.splitlines() if re.match(r"\| (kuaivideo|microvideo|ebnerd) \|", line)]
     assert len(rows) == 15 * 2                                           # lean and paper
     assert all(re.search(r"\| (lean|paper) \| [\d,]+ \| \+[\d,]+ \| \d+\.\d\d % \| .*prompts [\d,]+", row) for row in rows)
+
+
+def test_diffumin_steps_prints_a_row_per_step_count():
+    text = run_script("benchmarks/diffumin_steps.py", "--sample_steps", "0", "2", "--max_len", "30", "--batch_size", "32",
+                      "--train_batch_size", "16", "--repeats", "1", "--threads", "1", "--train")
+    number = r"[\d,]+(\.\d+)?"
+    for steps in (0, 2):
+        assert re.search(rf"^\| {steps} \| {number} \| {number} \| {number} \| {number} \|$", text, re.M), text
+    assert "max_len 30" in text and "commit" in text
