@@ -73,3 +73,12 @@ def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "0", str(tmp_path / "out")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode != 0 and "no CUDA device 0" in done.stderr, done.stderr
+
+
+def test_diffumin_steps_prints_a_row_per_step_count():
+    text = run_script("benchmarks/diffumin_steps.py", "--sample_steps", "0", "2", "--max_len", "30", "--batch_size", "32",
+                      "--train_batch_size", "16", "--repeats", "1", "--threads", "1", "--train")
+    number = r"[\d,]+(\.\d+)?"
+    for steps in (0, 2):
+        assert re.search(rf"^\| {steps} \| {number} \| {number} \| {number} \| {number} \|$", text, re.M), text
+    assert "max_len 30" in text and "commit" in text

@@ -20,12 +20,16 @@ from model_checks import (
     truncate,
 )
 
+from lainctr import config
 from lainctr.layers.contrastive import info_nce
 from lainctr.layers.diffusion import NoiseSchedule, beta_schedule
-from lainctr.layers.omie import orthonormal_channels, route, select_top_ratio
+from lainctr.layers.omie import TargetAttentionExtractor, orthonormal_channels, route, select_top_ratio
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 NO_AUX = dict(diffusion_loss_weight=0.0, contrastive_loss_weight=0.0)
+WO_OMIE = dict(interest_extractor="target_attention")
+WO_DMIG = dict(use_generator=False, **NO_AUX)
+ABLATIONS = {"wo_omie": WO_OMIE, "wo_dmig": WO_DMIG, "wo_cmic": dict(contrastive_loss_weight=0.0)}
 
 
 def long_branch(model):
@@ -41,6 +45,8 @@ def train_forward(model, batch):
 @pytest.mark.parametrize("name,extra", [("DiffuMIN", {}), ("DiffuMIN", {"short_encoder": "attention"}),
                                         ("DiffuMIN", {"use_short_branch": False, "num_channels": 16}),
                                         ("DiffuMIN", {"beta_schedule": "cosine", "sample_steps": 3}),
+                                        ("DiffuMIN", WO_OMIE), ("DiffuMIN", WO_DMIG),
+                                        ("DiffuMIN_LAIN", WO_OMIE), ("DiffuMIN_LAIN", WO_DMIG),
                                         ("DiffuMIN_LAIN", {}), ("DiffuMIN_LAIN", {"use_qk_conditioning": False}),
                                         ("DiffuMIN_LAIN", {"lain_on_short_branch": False, "use_prompts": False}),
                                         ("DiffuMIN_LAIN", {"use_temperature": False, "use_sle": False}),
@@ -50,9 +56,9 @@ def test_shape_and_padding_invariance(name, extra, feature_map, model_kwargs, ti
     model = build_model(name, feature_map, model_kwargs, **extra)
     assert_output_shape(model, tiny_batch)
     assert_padding_invariant(model, tiny_batch)
-    channels = long_branch(model).extractor.num_channels
+    channels = long_branch(model).extractor.num_channels * (2 if extra.get("use_generator", True) else 1)
     assert model.dnn.mlp[0].in_features == model.context_dim + model.token_dim * (
-        1 + 2 * channels + (extra.get("use_short_branch", True)))
+        1 + channels + (extra.get("use_short_branch", True)))
 
 
 def test_garbage_at_padding_and_batch_composition_do_not_matter(feature_map, model_kwargs, tiny_batch):
@@ -337,13 +343,68 @@ def test_info_nce_closed_form_and_masks():
     assert info_nce(z[:1], z[:1], valid[:1] | True, users[:1], tau) == 0                  # B = 1
 
 
+# ----------------------------------------------------------------------------- ablation switches
+def test_without_omie_is_multi_head_target_attention(feature_map, model_kwargs, tiny_batch):
+    """w/o OMIE: r_j = softmax_t(u_j . s_t / sqrt(d)) over the real behaviours, u = reshape(W_c q + b_c, [d, c]);
+    o_j = u_j / ||u_j||; every real behaviour counts in every channel; an empty history gives r = 0."""
+    model = build_model("DiffuMIN", feature_map, model_kwargs, **WO_OMIE)
+    extractor = long_branch(model).extractor
+    assert isinstance(extractor, TargetAttentionExtractor)
+    batch = truncate(tiny_batch, [0])
+    target, history, mask = model_inputs(model, batch)
+    with torch.no_grad():
+        out = extractor(target, history, mask)
+    queries = extractor.channel_projection(target).view(len(mask), model.token_dim, -1).transpose(1, 2)
+    for row in (0, 5, 9):
+        real = history[row, mask[row]]                                                  # L x d
+        weights = torch.softmax(queries[row] @ real.t() / math.sqrt(model.token_dim), dim=-1)  # c x L
+        expected = weights @ real if len(real) else torch.zeros_like(queries[row])
+        torch.testing.assert_close(out.interests[row], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.channels, torch.nn.functional.normalize(queries, dim=-1))
+    assert torch.equal(out.routed_counts, mask.sum(1, keepdim=True).expand_as(out.routed_counts))
+    assert not out.interests[0].any() and not out.routed_counts[0].any()
+
+
+def test_without_dmig_feeds_the_extracted_interests_alone(feature_map, model_kwargs, tiny_batch):
+    """w/o DMIG: no denoiser is built, the long interest is [r_1 .. r_c] (the full model's first half with the
+    same extractor), there is no auxiliary loss, and a loss weight > 0 is rejected."""
+    full = build_model("DiffuMIN", feature_map, model_kwargs)
+    reduced = build_model("DiffuMIN", feature_map, model_kwargs, **WO_DMIG)
+    assert long_branch(reduced).generator is None and long_branch(reduced).calibrator is None
+    long_branch(reduced).extractor.load_state_dict(long_branch(full).extractor.state_dict())
+    reduced.embedding_layer.load_state_dict(full.embedding_layer.state_dict())
+    full.eval(), reduced.eval()
+    with torch.no_grad():
+        expected = full(tiny_batch).branches["long"].interest
+        got = reduced(tiny_batch).branches["long"].interest
+    torch.testing.assert_close(got, expected[:, :got.shape[1]], atol=0, rtol=0)
+    out, loss = training_loss(reduced, tiny_batch)
+    assert out.auxiliary_loss is None and torch.isfinite(loss)
+    for weight in ("diffusion_loss_weight", "contrastive_loss_weight"):
+        with pytest.raises(ValueError, match="use_generator"):
+            build_model("DiffuMIN", feature_map, model_kwargs, use_generator=False, **{**NO_AUX, weight: 0.01})
+
+
+@pytest.mark.parametrize("variant", sorted(ABLATIONS))
+def test_ablation_expids_change_one_part_and_train(variant, feature_map, model_kwargs, tiny_batch):
+    """DiffuMIN_synthetic_<variant> is DiffuMIN_synthetic with exactly the variant's keys changed, and that
+    model trains: a finite loss whose gradients reach the extractor and the head."""
+    base, expid = config.load_config("DiffuMIN_synthetic"), config.load_config(f"DiffuMIN_synthetic_{variant}")
+    assert {k: v for k, v in expid.items() if base.get(k) != v and k != "expid"} == ABLATIONS[variant]
+    model = build_model("DiffuMIN", feature_map, model_kwargs, **ABLATIONS[variant])
+    _, loss = training_loss(model, tiny_batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.dnn.mlp[0].weight.grad.abs().sum() > 0
+    assert long_branch(model).extractor.channel_projection.weight.grad.abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------- configuration, LAIN
 def test_invalid_configurations_are_rejected(feature_map, model_kwargs):
     for extra in ({"num_channels": 17}, {"num_channels": 0}, {"keep_ratio": 0.0}, {"keep_ratio": 1.5},
                   {"sample_steps": 11, "diffusion_steps": 10}, {"diffusion_steps": 1}, {"num_heads": 3},
                   {"beta_schedule": "quadratic"}, {"short_encoder": "gru"}, {"diffusion_loss_weight": -1.0},
                   {"contrastive_temperature": 0.0}, {"denoiser_layers": 0}, {"short_layers": 0},
-                  {"embedding_dim": 1}):
+                  {"embedding_dim": 1}, {"interest_extractor": "mind"}, {"use_generator": False}):
         with pytest.raises(ValueError):
             build_model("DiffuMIN", feature_map, model_kwargs, **extra)
     odd = copy.deepcopy(feature_map)
@@ -354,7 +415,7 @@ def test_invalid_configurations_are_rejected(feature_map, model_kwargs):
         build_model("DiffuMIN", feature_map, model_kwargs, num_channel=4)
 
 
-@pytest.mark.parametrize("extra", [{}, {"short_encoder": "attention"}])
+@pytest.mark.parametrize("extra", [{}, {"short_encoder": "attention"}, WO_OMIE, WO_DMIG])
 def test_lain_all_off_is_diffumin(extra, feature_map, model_kwargs, tiny_batch):
     backbone = build_model("DiffuMIN", feature_map, model_kwargs, **extra)
     variant = build_model("DiffuMIN_LAIN", feature_map, model_kwargs, **extra, **LAIN_OFF)

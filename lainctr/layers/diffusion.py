@@ -14,7 +14,7 @@ Spec: ``shared/docs/DIFFUMIN_SPEC.md`` section 3.2 (the public code's sampler de
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Tuple, cast
+from typing import NamedTuple, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -136,11 +136,14 @@ class DenoiserBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_factor)
         self.ffn_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
 
-    def forward(self, tokens: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
-        """tokens: (N, c, d); channel: (N, d) the cross-attention's single key o -> (N, c, d)."""
-        tokens = self.self_norm(tokens + self.self_attention(tokens, tokens))
-        tokens = self.cross_norm(tokens + self.cross_output(self.cross_value(channel)).unsqueeze(1))
-        return self.ffn_norm(tokens + self.ffn(tokens))
+    def forward(self, tokens: torch.Tensor, channel: torch.Tensor, query: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """tokens: (N, c, d); channel: (N, d) the cross-attention's single key o; query: (N, m, d) the rows to
+        update, default ``tokens`` (the last block passes the own slot alone, as the denoiser reads only that
+        one) -> (N, m, d)."""
+        query = tokens if query is None else query
+        query = self.self_norm(query + self.self_attention(query, tokens))
+        query = self.cross_norm(query + self.cross_output(self.cross_value(channel)).unsqueeze(1))
+        return self.ffn_norm(query + self.ffn(query))
 
 
 class Denoiser(nn.Module):
@@ -175,9 +178,10 @@ class Denoiser(nn.Module):
         tokens = torch.where(own_slot, x.unsqueeze(2), context.unsqueeze(1))                   # B x j x slot x d
         tokens = (tokens + self.timestep_embedding(step).unsqueeze(2)).view(batch * count, count, dim)
         channel = channels.reshape(batch * count, dim)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             tokens = block(tokens, channel)
-        return torch.diagonal(tokens.view(batch, count, count, dim), dim1=1, dim2=2).transpose(1, 2)
+        own = torch.diagonal(tokens.view(batch, count, count, dim), dim1=1, dim2=2).transpose(1, 2)
+        return self.blocks[-1](tokens, channel, own.reshape(batch * count, 1, dim)).view(batch, count, dim)
 
 
 class SamplingNoise(NamedTuple):
@@ -226,6 +230,10 @@ class DiffusionInterestGenerator(nn.Module):
         bank = self.draw(noise_bank_size, torch.Generator().manual_seed(noise_bank_seed))
         self.register_buffer("bank_start", bank.start, persistent=False)
         self.register_buffer("bank_noise", bank.noise, persistent=False)
+
+    def output_dim(self) -> int:
+        """c * d, the width of the flattened generated interests [r*_1 .. r*_c]."""
+        return self.num_channels * self.dim
 
     # ----- randomness ---------------------------------------------------------------------------
     def draw(self, batch_size: int, generator: torch.Generator) -> SamplingNoise:

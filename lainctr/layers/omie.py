@@ -4,6 +4,8 @@ The target q is turned into c orthonormal directions (interest channels); every 
 the channel it projects on most; per channel the top-p % of its routed behaviours by projection are pooled
 into one interest. Spec: ``shared/docs/DIFFUMIN_SPEC.md`` section 3.1 (readings of the public code's
 defects in section 10).
+
+:class:`TargetAttentionExtractor` is the "w/o OMIE" ablation: c-head target attention in its place.
 """
 from __future__ import annotations
 
@@ -106,6 +108,10 @@ class OrthogonalInterestExtractor(LengthModulation):
         self.channel_shift = LengthShift(lma.length_dim, num_channels * token_dim) if lma.length_dim else None
         self.key_shift = LengthShift(lma.length_dim, token_dim) if lma.length_dim else None
 
+    def output_dim(self) -> int:
+        """c * d, the width of the flattened interests [r_1 .. r_c]."""
+        return self.num_channels * self.token_dim
+
     def channels(self, target: torch.Tensor, length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
         """O of each target: (B, d) -> (B, c, d)."""
         flat = self.channel_projection(target)
@@ -117,9 +123,14 @@ class OrthogonalInterestExtractor(LengthModulation):
                length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
         """a = tokens O^T (+ LAIN's per-channel shift): (B, n, d), (B, c, d) -> (B, n, c)."""
         scores = torch.bmm(tokens, channels.transpose(1, 2))
-        if self.key_shift is not None and length_embedding is not None:
-            scores = scores + torch.bmm(channels, self.key_shift(length_embedding).unsqueeze(-1)).transpose(1, 2)
-        return scores
+        shift = self.score_shift(channels, length_embedding)
+        return scores if shift is None else scores + shift
+
+    def score_shift(self, channels: torch.Tensor, length_embedding: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """LAIN's per-channel shift o_j . W_ke e_len: (B, c, d), (B, d_e) -> (B, 1, c), or None without LAIN."""
+        if self.key_shift is None or length_embedding is None:
+            return None
+        return torch.bmm(channels, self.key_shift(length_embedding).unsqueeze(-1)).transpose(1, 2)
 
     def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                 condition: Optional[BranchCondition] = None) -> OMIEOutput:
@@ -143,3 +154,46 @@ class OrthogonalInterestExtractor(LengthModulation):
         interests = pooled / kept.clamp(min=1).unsqueeze(-1).to(pooled.dtype)
         return OMIEOutput(channels, interests, routed.sum(1), kept, selected)
 
+
+
+class TargetAttentionExtractor(OrthogonalInterestExtractor):
+    """The "w/o OMIE" ablation: plain c-head target attention instead of OMIE's orthogonal channels, hard
+    routing and top-p.
+
+    u_j = column j of reshape(W_c q + b_c, [d, c]) (the same projection as OMIE's M, no QR);
+    r_j = sum_t softmax_t(u_j . s_t / sqrt(d)) s_t over the real behaviours (0 without one);
+    o_j = u_j / ||u_j||, the channel vector the denoiser cross-attends to (unit like OMIE's, not orthogonal).
+    Every real behaviour is in every channel's set, so n_j = |S_j| = L. ``keep_ratio`` is unused.
+
+    LAIN, as in OMIE: W_ce e_len shifts the queries u, o_j . W_ke e_len shifts the logits of channel j, and
+    prompts join every channel's keys (softmax over [P; S]) and count in |S_j|; no temperature.
+    """
+
+    def channels(self, target: torch.Tensor, length_embedding: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """u of each target: (B, d) -> (B, c, d) (unnormalised queries)."""
+        flat = self.channel_projection(target)
+        if self.channel_shift is not None and length_embedding is not None:
+            flat = flat + self.channel_shift(length_embedding)
+        return flat.view(-1, self.token_dim, self.num_channels).transpose(1, 2)
+
+    def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                condition: Optional[BranchCondition] = None) -> OMIEOutput:
+        """Same arguments and output as :meth:`OrthogonalInterestExtractor.forward` (``selected`` = every real
+        behaviour in every channel)."""
+        embedding = condition.length_embedding if condition is not None else None
+        queries = self.channels(target, embedding)                                               # B x c x d
+        channels = nn.functional.normalize(queries, dim=-1)
+        prompts = condition.prompts if condition is not None else None
+        keys, key_mask = history, mask
+        if prompts is not None:
+            keys = torch.cat([prompts, history], dim=1)
+            key_mask = torch.cat([mask.new_ones(prompts.shape[:2]), mask], dim=1)
+        logits = torch.bmm(keys, queries.transpose(1, 2)) / self.token_dim ** 0.5
+        shift = self.score_shift(channels, embedding)
+        logits = logits if shift is None else logits + shift
+        weights = torch.softmax(logits.masked_fill(~key_mask.unsqueeze(-1), float("-inf")), dim=1)  # B x n x c
+        weights = torch.where(key_mask.unsqueeze(-1), weights, torch.zeros_like(weights))       # L = 0: no NaN
+        interests = torch.bmm(weights.transpose(1, 2), keys)
+        selected = mask.unsqueeze(-1).expand(-1, -1, self.num_channels)
+        kept = key_mask.sum(1, keepdim=True).expand(-1, self.num_channels)
+        return OMIEOutput(channels, interests, selected.sum(1), kept, selected)

@@ -90,10 +90,20 @@ class EncoderBlock(LengthModulation):
         self.ffn = FeedForward(dim, ffn_factor)
         self.ffn_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor,
-                condition: Optional[BranchCondition] = None) -> torch.Tensor:
-        """tokens: (B, n, d); mask: (B, n) bool, True = real token (at least one per row) -> (B, n, d)."""
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, condition: Optional[BranchCondition] = None,
+                query: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            tokens: (B, n, d); mask: (B, n) bool, True = real token (at least one per row).
+            condition: LAIN's (e_len, tau(L)), or None.
+            query: (B, m, d) the rows to update, default ``tokens``. The last block of an encoder read at one
+                slot passes that slot alone: every step after the attention is per row, so the other rows'
+                outputs would never be read (the short encoder's last block: 1 row instead of w + 1).
+        Returns:
+            (B, m, d) (m = n without ``query``).
+        """
+        query = tokens if query is None else query
         embedding = condition.length_embedding if condition is not None else None
         tau = self.temperature.of(condition) if self.temperature is not None and condition is not None else None
-        tokens = self.attention_norm(tokens + self.attention(tokens, tokens, mask, embedding, tau))
-        return self.ffn_norm(tokens + self.ffn(tokens))
+        query = self.attention_norm(query + self.attention(query, tokens, mask, embedding, tau))
+        return self.ffn_norm(query + self.ffn(query))

@@ -19,35 +19,44 @@ from lainctr.layers import LMASettings, prepend_prompts
 from lainctr.layers.contrastive import ContrastiveCalibrator
 from lainctr.layers.diffusion import DiffusionInterestGenerator
 from lainctr.layers.lain import BranchCondition
-from lainctr.layers.omie import OrthogonalInterestExtractor
+from lainctr.layers.omie import OrthogonalInterestExtractor, TargetAttentionExtractor
 from lainctr.layers.transformer import EncoderBlock
 from lainctr.models import BranchInputs, BranchOutput, InterestBranch, SequenceCTRModel
 from lainctr.models.branch import recent_window
 
 SHORT_ENCODERS = ("transformer", "attention")
+INTEREST_EXTRACTORS = {"omie": OrthogonalInterestExtractor, "target_attention": TargetAttentionExtractor}
 
 
 class MultiInterestBranch(InterestBranch):
-    """OMIE + DMIG (+ the weighted L_d and L_cl in training): interest [r_1 .. r_c, r*_1 .. r*_c], (B, 2 c d).
+    """OMIE + DMIG (+ the weighted L_d and L_cl in training): interest [r_1 .. r_c, r*_1 .. r*_c], (B, 2 c d);
+    without DMIG (the "w/o DMIG" ablation) [r_1 .. r_c], (B, c d), and no auxiliary loss.
 
     r_j is fed raw to the head; DMIG and CMIC work on the unit r_j / ||r_j||. A channel whose set S_j is
     empty has r_j = r*_j = 0 (no generation); the losses count only channels holding a real behaviour
     (with LAIN, prompts fill every set but do not make a channel count).
 
     Args:
-        extractor: OMIE; generator: DMIG; calibrator: CMIC, or None (contrastive_loss_weight 0).
+        extractor: OMIE (or the "w/o OMIE" target attention); generator: DMIG, or None (no r*, no L_d);
+        calibrator: CMIC, or None (contrastive_loss_weight 0; always without a generator).
         diffusion_loss_weight / contrastive_loss_weight: lambda_1, lambda_2 (0 = that loss is not computed).
     """
 
-    def __init__(self, extractor: OrthogonalInterestExtractor, generator: DiffusionInterestGenerator,
+    def __init__(self, extractor: OrthogonalInterestExtractor, generator: Optional[DiffusionInterestGenerator],
                  calibrator: Optional[ContrastiveCalibrator], diffusion_loss_weight: float,
                  contrastive_loss_weight: float):
-        super().__init__(2 * extractor.num_channels * extractor.token_dim, accepts_prompts=True, accepts_lma=True)
+        if generator is None and (calibrator is not None or diffusion_loss_weight > 0):
+            raise ValueError("without the generator (use_generator: False) there is no r* to denoise or calibrate: "
+                             "set diffusion_loss_weight and contrastive_loss_weight to 0")
+        width = extractor.output_dim() + (generator.output_dim() if generator is not None else 0)
+        super().__init__(width, accepts_prompts=True, accepts_lma=True)
         self.extractor, self.generator, self.calibrator = extractor, generator, calibrator
         self.diffusion_loss_weight, self.contrastive_loss_weight = diffusion_loss_weight, contrastive_loss_weight
 
     def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
         omie = self.extractor(inputs.target, inputs.history, inputs.mask, condition)
+        if self.generator is None:
+            return BranchOutput(omie.interests.flatten(1))
         unit = F.normalize(omie.interests, dim=-1)
         rows = self.generator.bank_rows(inputs.user_index, inputs.item_rows[:, -1], inputs.history_length)
         generated = self.generator.generate(unit, omie.channels, omie.kept_counts > 0, rows)
@@ -97,16 +106,20 @@ class EncoderShortBranch(InterestBranch):
         target_mask = inputs.mask.new_ones(inputs.mask.shape[0], 1)
         tokens, mask = prepend_prompts(torch.cat([window, inputs.target.unsqueeze(1)], dim=1),
                                        torch.cat([window_mask, target_mask], dim=1), condition)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             tokens = block(tokens, mask, condition)
-        return BranchOutput(tokens[:, -1])
+        return BranchOutput(self.blocks[-1](tokens, mask, condition, query=tokens[:, -1:])[:, 0])
 
 
 class DiffuMIN(SequenceCTRModel):
     """
     Args:
+        interest_extractor: ``omie`` (the paper's) or ``target_attention`` (the "w/o OMIE" ablation: c-head
+            target attention, see :class:`~lainctr.layers.omie.TargetAttentionExtractor`).
         num_channels: c, interest channels (<= the token width d).
-        keep_ratio: p, the share of each channel's routed behaviours it pools (top-p % by projection).
+        keep_ratio: p, the share of each channel's routed behaviours it pools (top-p % by projection; OMIE only).
+        use_generator: False = the "w/o DMIG" ablation: no denoiser, no r* in the head, no L_d (needs both
+            loss weights 0: CMIC calibrates r* against r).
         diffusion_steps / beta_schedule / beta_start / beta_end: the DDPM's T_d and beta_t (``linear`` or
             ``cosine``).
         sample_steps: S_g, reverse iterations of a generation (the inference cost knob; 0 = the noised start).
@@ -122,10 +135,11 @@ class DiffuMIN(SequenceCTRModel):
         **kwargs: see :class:`~lainctr.models.SequenceCTRModel`.
     """
 
-    def __init__(self, feature_map, model_id: str = "DiffuMIN", num_channels: int = 4, keep_ratio: float = 0.2,
-                 diffusion_steps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4,
-                 beta_end: float = 0.02, sample_steps: int = 10, denoiser_layers: int = 2, num_heads: int = 2,
-                 ffn_factor: int = 3, diffusion_loss_weight: float = 0.01, contrastive_loss_weight: float = 0.001,
+    def __init__(self, feature_map, model_id: str = "DiffuMIN", interest_extractor: str = "omie",
+                 num_channels: int = 4, keep_ratio: float = 0.2, use_generator: bool = True,
+                 diffusion_steps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02,
+                 sample_steps: int = 10, denoiser_layers: int = 2, num_heads: int = 2, ffn_factor: int = 3,
+                 diffusion_loss_weight: float = 0.01, contrastive_loss_weight: float = 0.001,
                  contrastive_temperature: float = 0.05, noise_bank_size: int = 1024, noise_bank_seed: int = 0,
                  use_short_branch: bool = True, short_encoder: str = "transformer", short_layers: int = 2, **kwargs):
         super().__init__(feature_map, model_id=model_id, **kwargs)
@@ -136,10 +150,12 @@ class DiffuMIN(SequenceCTRModel):
             raise ValueError(f"loss weights must be >= 0, got {diffusion_loss_weight}, {contrastive_loss_weight}")
         if short_encoder not in SHORT_ENCODERS:
             raise ValueError(f"short_encoder must be one of {SHORT_ENCODERS}, got '{short_encoder}'")
-        extractor = OrthogonalInterestExtractor(d, num_channels, keep_ratio, lma=self.lma_settings("long"))
+        if interest_extractor not in INTEREST_EXTRACTORS:
+            raise ValueError(f"interest_extractor must be one of {list(INTEREST_EXTRACTORS)}, got '{interest_extractor}'")
+        extractor = INTEREST_EXTRACTORS[interest_extractor](d, num_channels, keep_ratio, lma=self.lma_settings("long"))
         generator = DiffusionInterestGenerator(d, num_channels, diffusion_steps, beta_schedule, beta_start, beta_end,
                                                sample_steps, denoiser_layers, num_heads, ffn_factor,
-                                               noise_bank_size, noise_bank_seed)
+                                               noise_bank_size, noise_bank_seed) if use_generator else None
         calibrator = ContrastiveCalibrator(d, contrastive_temperature) if contrastive_loss_weight > 0 else None
         self.add_branch("long", MultiInterestBranch(extractor, generator, calibrator, diffusion_loss_weight,
                                                     contrastive_loss_weight))
