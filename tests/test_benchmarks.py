@@ -42,3 +42,11 @@ def test_lain_params_covers_every_real_expid():
     rows = [line for line in text.splitlines() if re.match(r"\| (kuaivideo|microvideo|ebnerd) \|", line)]
     assert len(rows) == 15 * 2                                           # lean and paper
     assert all(re.search(r"\| (lean|paper) \| [\d,]+ \| \+[\d,]+ \| \d+\.\d\d % \| .*prompts [\d,]+", row) for row in rows)
+
+
+def test_sparse_scaling_prints_its_table():
+    text = run_script("benchmarks/sparse_scaling.py", "--lengths", "40", "--batch_size", "2", "--repeats", "1",
+                      "--threads", "1")
+    number = r"[\d,]+\.\d"
+    assert re.search(rf"\| 40 \| {number} \| {number} \| \d+\.\d\d \| {number} \| {number} \| \d+\.\d\d \| "
+                     rf"{number} \| {number} \|$", text, re.MULTILINE), text
