@@ -35,8 +35,8 @@ configure_cpu_runtime()  # every worker process runs this too, before it loads t
 from lainctr.lain_presets import LAIN_PRESETS  # noqa: E402 (no torch)
 
 LOADER_BATCHES = 100  # timed batches of our loader per cell (upstream's take ~100x longer: 2-4 of them)
-MODELS = ["DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN", "DiffuMIN",
-          "DiffuMIN_LAIN"]
+MODELS = ["DIN", "DIN_LAIN", "DIEN", "DIEN_LAIN", "SIM", "SIM_LAIN", "SDIM", "SDIM_LAIN", "TWIN", "TWIN_LAIN",
+          "SparseCTR", "SparseCTR_LAIN", "DiffuMIN", "DiffuMIN_LAIN"]
 # our config keys that mean the same thing upstream (model name -> extra upstream constructor kwargs)
 SHARED_KEYS = ["embedding_dim", "dnn_hidden_units", "net_dropout", "batch_norm", "learning_rate", "short_seq_len",
                "attention_dim", "num_heads", "topk", "din_use_softmax", "attention_hidden_units", "num_hashes",

@@ -82,3 +82,11 @@ def test_diffumin_steps_prints_a_row_per_step_count():
     for steps in (0, 2):
         assert re.search(rf"^\| {steps} \| {number} \| {number} \| {number} \| {number} \|$", text, re.M), text
     assert "max_len 30" in text and "commit" in text
+
+
+def test_sparse_scaling_prints_its_table():
+    text = run_script("benchmarks/sparse_scaling.py", "--lengths", "40", "--batch_size", "2", "--repeats", "1",
+                      "--threads", "1")
+    number = r"[\d,]+\.\d"
+    assert re.search(rf"\| 40 \| {number} \| {number} \| \d+\.\d\d \| {number} \| {number} \| \d+\.\d\d \| "
+                     rf"{number} \| {number} \|$", text, re.MULTILINE), text

@@ -18,7 +18,7 @@ from model_checks import (
 from lainctr.layers.attention import masked_softmax
 from lainctr.layers.evo_attention import EvoAttention, Memory, sparse_layout
 from lainctr.layers.lain import NO_LMA, BranchCondition, LMASettings
-from lainctr.layers.temporal_bias import RelTemporalBias, time_features
+from lainctr.layers.temporal_bias import TIME_TERMS, RelTemporalBias, time_features
 from lainctr.layers.time_chunking import chunk_layout, equal_chunks, gap_chunks
 
 SMALL = dict(model_dim=24, num_heads=4, num_layers=2, num_chunks=4, tail_tokens=2, local_window=8)
@@ -115,7 +115,7 @@ def test_temporal_bias_by_hand():
     saturday, sunday = monday + 5 * DAY, monday + 6 * DAY
     feats = lambda *t: time_features(torch.tensor([list(t)]))         # noqa: E731
     assert feats(monday, saturday, sunday).weekend.tolist() == [[False, True, True]]
-    terms = lambda a, b: bias.pair_terms(feats(a), feats(b))[0, 0]     # noqa: E731  (recency, hour, weekend)
+    terms = lambda a, b: bias.pair_terms(feats(a), feats(b))[0, :, 0]     # noqa: E731  (recency, hour, weekend)
     assert terms(monday, monday).tolist() == [0, 0, 0]
     assert terms(monday, monday + DAY)[0] == 16                         # floor(log2 86400)
     assert terms(monday + 3600, monday)[1] == pytest.approx(terms(monday + 23 * 3600, monday)[1])
@@ -139,7 +139,7 @@ def attention_case(seed=0, width=12, num_chunks=3, tail_tokens=2, window=3, prom
     time, mask = random_histories(rows=10, width=width, seed=seed)
     kappa = gap_chunks(time, mask, num_chunks)
     times = time_features(torch.cat([time, time[:, -1:]], dim=1))
-    layout = sparse_layout(mask, chunk_layout(kappa, num_chunks, tail_tokens), times)
+    layout = sparse_layout(mask, chunk_layout(kappa, num_chunks, tail_tokens), times, window, TIME_TERMS)
     attention = EvoAttention(16, 4, window, ("recency", "hour", "weekend"), lma=lma)
     with torch.no_grad():
         attention.temporal_bias.slopes.normal_()
@@ -170,10 +170,12 @@ def projections(attention, x):
     return q, k, v
 
 
-@pytest.mark.parametrize("seed,lma", [(0, NO_LMA), (1, NO_LMA), (2, LMASettings(temperature=True))])
-def test_local_branch_equals_dense_banded_attention(seed, lma):
-    """All queries (scaled_dot_product_attention over blocks) and the candidate alone (explicit weights)."""
-    attention, x, memory, layout = attention_case(seed, lma=lma)
+@pytest.mark.parametrize("seed,lma,width,window", [(0, NO_LMA, 12, 3), (1, NO_LMA, 12, 3),
+                                                   (2, LMASettings(temperature=True), 12, 3),
+                                                   (3, NO_LMA, 70, 40)])       # query blocks of 16 < w
+def test_local_branch_equals_dense_banded_attention(seed, lma, width, window):
+    """All queries (blocked) and the candidate alone, against dense masked attention."""
+    attention, x, memory, layout = attention_case(seed, width=width, window=window, lma=lma)
     q, k, v = projections(attention, x)
     u_k, u_v = attention.heads(attention.W_k(memory.profile)), attention.heads(attention.W_v(memory.profile))
     n = x.shape[1]
@@ -210,7 +212,7 @@ def test_global_and_transition_branches_equal_dense_attention(seed):
                 summary_v[row, :, p] = v[row, :, :width][:, members].mean(1)
     visible = (chunks.count > 0).unsqueeze(1) & (chunks.end.unsqueeze(1) <= columns.view(1, -1, 1))
     want = dense(attention, q, summary_k, summary_v, visible, layout.times, layout.summary_times, (p_k, p_v))
-    got, _ = attention.global_branch(q, k, v, columns, layout, p_k, p_v, None)
+    got, _ = attention.global_branch(q, k, v, False, layout, p_k, p_v, None)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # transition: every column, visible iff it is one of its chunk's last m and not after the query
     is_tail = torch.zeros(rows, width, dtype=torch.bool)
@@ -221,7 +223,7 @@ def test_global_and_transition_branches_equal_dense_attention(seed):
     visible = is_tail.unsqueeze(1) & (torch.arange(width).view(1, 1, -1) <= columns.view(1, -1, 1))
     behaviour_times = layout.times.select(lambda t: t[:, :width])
     want = dense(attention, q, k[:, :, :width], v[:, :, :width], visible, layout.times, behaviour_times, (p_k, p_v))
-    got, _ = attention.transition_branch(q, k, v, columns, layout, p_k, p_v, None)
+    got, _ = attention.transition_branch(q, k, v, False, layout, p_k, p_v, None)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -235,7 +237,7 @@ def test_with_every_behaviour_its_own_chunk_global_is_causal_attention():
     want = dense(attention, q, k[:, :, :-1], v[:, :, :-1], visible, layout.times,
                  layout.times.select(lambda t: t[:, :-1]))
     for branch in (attention.global_branch, attention.transition_branch):
-        got, _ = branch(q, k, v, columns, layout, None, None, None)
+        got, _ = branch(q, k, v, False, layout, None, None, None)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -377,10 +379,9 @@ def test_prompts_reach_every_branch_and_stay_out_of_the_record(feature_map, mode
     tokens, memory, layout = branch.tokens(inputs), branch.memory(inputs, condition), branch.layout(inputs)
     q, k, v = projections(attention, tokens)
     p_k, p_v = attention.heads(attention.W_k(memory.prompts)), attention.heads(attention.W_v(memory.prompts))
-    columns = torch.arange(tokens.shape[1])
     for branch_fn in (attention.global_branch, attention.transition_branch):
-        with_prompts, _ = branch_fn(q, k, v, columns, layout, p_k, p_v, None)
-        without, _ = branch_fn(q, k, v, columns, layout, None, None, None)
+        with_prompts, _ = branch_fn(q, k, v, False, layout, p_k, p_v, None)
+        without, _ = branch_fn(q, k, v, False, layout, None, None, None)
         assert with_prompts[0, :, -1].abs().sum() > 0 and without[0, :, -1].abs().sum() == 0
     model.eval()
     with torch.no_grad():

@@ -12,7 +12,7 @@ floor-log2 comes exactly from the binary exponent (``frexp``). Slopes start at t
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import List, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -45,8 +45,34 @@ def recency_bucket(delta: torch.Tensor) -> torch.Tensor:
     return (torch.frexp(delta.clamp(min=1).double()).exponent - 1).float()
 
 
+def term_values(terms: Sequence[str], query: TimeFeatures, key: TimeFeatures) -> List[torch.Tensor]:
+    """The ``terms`` (in :data:`TIME_TERMS` order) of every (query, key) pair: each (B, …) float, the features
+    broadcasting to (B, …)."""
+    values = []
+    for term in terms:
+        if term == "recency":
+            values.append(recency_bucket((query.time - key.time).abs()))
+        elif term == "hour":
+            values.append(torch.sin(math.pi / 24 * (query.hour - key.hour).abs().float()))
+        else:
+            values.append((query.weekend != key.weekend).float())
+    return values
+
+
+def mix_terms(weights: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+    """Per-head sums of pair terms: weights (H, C), terms (B, C, …) -> (B, H, …).
+
+    A batched (H, C) x (C, N) product writes the heads straight into the attention's (B, H, …) layout;
+    ``torch.matmul`` of the broadcast weights would fold it into one (B N, C) x (C, H) product and then
+    transpose the output in a copy as large as the bias.
+    """
+    flat = terms.flatten(2)
+    mixed = torch.bmm(weights.expand(terms.shape[0], *weights.shape), flat)
+    return mixed.view(terms.shape[0], weights.shape[0], *terms.shape[2:])
+
+
 class RelTemporalBias(nn.Module):
-    """b_h(i, j) for query and key tokens whose features broadcast against each other.
+    """b_h(i, j) = -sum_term s^term_h term_ij for query and key tokens whose features broadcast.
 
     Args:
         num_heads: H.
@@ -68,18 +94,14 @@ class RelTemporalBias(nn.Module):
         with torch.no_grad():
             self.slopes.copy_(ratio ** torch.arange(self.num_heads, dtype=torch.float).expand_as(self.slopes))
 
+    def head_weights(self) -> torch.Tensor:
+        """(H, len(terms)): -s^term_h, the weights :func:`mix_terms` gives the bias with."""
+        return -self.slopes.t()
+
     def pair_terms(self, query: TimeFeatures, key: TimeFeatures) -> torch.Tensor:
-        """(B, …, len(terms)) float: the terms of every (query, key) pair (features broadcast to (B, …))."""
-        values = []
-        for term in self.terms:
-            if term == "recency":
-                values.append(recency_bucket((query.time - key.time).abs()))
-            elif term == "hour":
-                values.append(torch.sin(math.pi / 24 * (query.hour - key.hour).abs().float()))
-            else:
-                values.append((query.weekend != key.weekend).float())
-        return torch.stack(values, dim=-1)
+        """(B, len(terms), …) float: this bias's terms of every (query, key) pair (see :func:`term_values`)."""
+        return torch.stack(term_values(self.terms, query, key), dim=1)
 
     def forward(self, query: TimeFeatures, key: TimeFeatures) -> torch.Tensor:
         """Bias (B, H, …) of every pair; (B, …) is the broadcast shape of the query and key features."""
-        return -(self.pair_terms(query, key) @ self.slopes).movedim(-1, 1)
+        return mix_terms(self.head_weights(), self.pair_terms(query, key))

@@ -108,7 +108,8 @@ class SparseSequenceBranch(InterestBranch):
         chunking = (gap_chunks(times[:, :-1], mask, self.config.num_chunks) if self.time_source == "timestamp"
                     else equal_chunks(mask, self.config.num_chunks))
         chunks = chunk_layout(chunking, self.config.num_chunks, self.config.tail_tokens)
-        return sparse_layout(mask, chunks, time_features(times, self.utc_offset_hours))
+        return sparse_layout(mask, chunks, time_features(times, self.utc_offset_hours), self.config.local_window,
+                             [t for t in TIME_TERMS if t in self.config.time_terms])
 
     def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
         state, record = self.stack(self.tokens(inputs), self.memory(inputs, condition), self.layout(inputs), condition)
