@@ -13,6 +13,7 @@ configure_cpu_runtime()  # before torch loads: passive OpenMP waiting, malloc th
 
 from lainctr.analysis.ablation import ablation_overrides  # noqa: E402 (after the runtime settings)
 from lainctr.config import ConfigError
+from lainctr.distributed import leave_process_group
 from lainctr.errors import USER_ERRORS, CommandLineParser
 from lainctr.experiment import DatasetMissingError, run_experiment
 from lainctr.lain_presets import LAIN_PRESETS
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetMissingError, OptionError, TrainingError) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        leave_process_group()
     return 0
 
 

@@ -38,7 +38,7 @@ def worker(args) -> None:
     from lainctr import config
     from lainctr.data.dataset import load_dataset
     from lainctr.data.loader import SequenceBatchLoader
-    from lainctr.distributed import init_from_environment
+    from lainctr.distributed import init_from_environment, leave_process_group
     from lainctr.experiment import load_feature_map
 
     torch.set_num_threads(args.threads)
@@ -69,6 +69,7 @@ def worker(args) -> None:
         if trainer.device.type == "cuda":
             out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2 ** 20
         print(json.dumps(out), flush=True)
+    leave_process_group()
 
 
 def run_cell(args, model: str, nproc: int, data: str) -> dict:

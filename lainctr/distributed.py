@@ -98,3 +98,10 @@ def init_from_environment(gpu: int) -> ProcessGroup:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return ProcessGroup(dist.get_rank(), dist.get_world_size())
+
+
+def leave_process_group() -> None:
+    """Leave torchrun's process group, if this process joined one, before the interpreter exits: a rank whose
+    gloo threads were still alive at exit could abort ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
