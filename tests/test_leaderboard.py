@@ -228,3 +228,9 @@ def test_malformed_results_line_is_one_error_line(tmp_path, capsys):
     assert leaderboard.main(["--results", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {path}: line 12: 2 fields, the header has 25; repair or remove that line\n"
+
+
+def test_online_figures_are_marked_not_comparable_offline():
+    rows = list(csv.DictReader(open(os.path.join(HERE, "..", "reference", "online_results.csv"))))
+    assert {row["model"] for row in rows} == {"SparseCTR", "DiffuMIN"}
+    assert all(row["comparable_offline"] == "no" and float(row["value"]) > 0 for row in rows)
