@@ -4,7 +4,8 @@
 
 Writes ``tests/regression/synthetic_tiny_seed2026.json`` (rows of the named models replaced, the others
 kept): the parameter counts and the valid/test AUC, gAUC and logloss as exact floats, with the torch thread
-count and CPU capability they were recorded at (float reductions round differently elsewhere).
+count and CPU capability they were recorded at (float reductions round differently elsewhere), and per model
+the NumPy minor release it was recorded with (rows recorded at different times may differ in it).
 ``test_regression.py`` re-runs the same expids and compares.
 """
 import argparse
@@ -55,11 +56,11 @@ def main() -> None:
     if os.path.exists(FIXTURE):
         with open(FIXTURE) as fd:
             fixture = json.load(fd)
-    fixture.update(torch_threads=THREADS, cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                   numpy_major_minor=numpy_major_minor())
+    fixture.update(torch_threads=THREADS, cpu_capability=torch.backends.cpu.get_cpu_capability())
     with tempfile.TemporaryDirectory() as work_dir:
         for model in args.models:
-            fixture["models"][model] = run_tiny(model, os.path.join(work_dir, "data"), work_dir)
+            fixture["models"][model] = dict(run_tiny(model, os.path.join(work_dir, "data"), work_dir),
+                                            numpy_major_minor=numpy_major_minor())
             print(model, fixture["models"][model], flush=True)
     fixture["models"] = {m: fixture["models"][m] for m in MODELS if m in fixture["models"]}
     with open(FIXTURE + ".tmp", "w") as fd:
