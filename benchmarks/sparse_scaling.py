@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE)]
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 STACKS = ("sparse", "dense")
 
 
@@ -119,26 +117,12 @@ def worker(args) -> dict:
         with torch.no_grad():
             stack(*arguments(*batch))
 
-    out = {phase: args.batch_size / median_seconds(fn, batches, device) for phase, fn in (("train", train),
-                                                                                         ("infer", infer))}
-    with open("/proc/self/status") as fd:
-        out["peak_mb"] = next(int(line.split()[1]) for line in fd if line.startswith("VmHWM")) / 1024
+    from benchmark import peak_rss_mb, timed
+    out = {phase: args.batch_size / timed(fn, batches, device) for phase, fn in (("train", train), ("infer", infer))}
+    out["peak_mb"] = peak_rss_mb()
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return out
-
-
-def median_seconds(fn, batches, device) -> float:
-    """Median seconds of ``fn(batch)`` over the batches after the first (warm-up)."""
-    import torch
-    seconds = []
-    for batch in batches:
-        start = time.perf_counter()
-        fn(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds[1:])
 
 
 def run_cell(args, stack: str, length: int) -> dict:
