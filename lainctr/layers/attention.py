@@ -142,6 +142,13 @@ class LengthModulation(nn.Module):
         tau = self.temperature.of(condition)
         return logits / tau.view(-1, *([1] * (logits.dim() - 1)))
 
+    def inverse_temperature(self, condition: Optional[BranchCondition]) -> Optional[torch.Tensor]:
+        """1 / tau(L) per row, (B,), or None where :meth:`scale_logits` changes nothing: for attentions that
+        fold the temperature into their queries and biases instead of rescaling the (larger) logits."""
+        if self.temperature is None or condition is None:
+            return None
+        return 1.0 / self.temperature.of(condition)
+
     def normalise(self, scores: torch.Tensor, mask: torch.Tensor, condition: Optional[BranchCondition],
                   use_softmax: bool = True) -> torch.Tensor:
         """Attention weights from scores (B, n): masked softmax of the temperature-scaled scores, or, without

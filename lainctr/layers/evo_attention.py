@@ -29,7 +29,10 @@ max_len 200, 1 thread, this machine under load): 4.0 s with the per-head pair te
 1.6 s with the above (see the commit log for the measurement).
 
 LAIN (SparseCTR_LAIN): prompts are always-visible memory keys/values of all three branches; W_q/W_k take
-e_len (``ConditionedLinear``); tau(L) divides every branch logit. The gate is not length-modulated.
+e_len (``ConditionedLinear``); tau(L) divides every branch logit. The gate is not length-modulated. The
+division is folded into what makes the logits: q / (sqrt(d_h) tau) and the bias slopes / tau (the mask stays
+as it is: a hidden key gets weight 0 either way), so no pass over the (B, H, n, K) logits is added (dividing
+them was a quarter of SparseCTR_LAIN's train step).
 """
 from __future__ import annotations
 
@@ -231,10 +234,17 @@ class EvoAttention(LengthModulation):
         """(B, m, D) -> (B, H, m, d_h)."""
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def channel_weights(self, device: torch.device) -> torch.Tensor:
-        """(H, C): each head's weights of a :class:`KeySet`'s channels, -slopes for the terms and 1 for the mask."""
+    def channel_weights(self, device: torch.device, inverse_tau: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Each head's weights of a :class:`KeySet`'s channels, -slopes for the terms and 1 for the mask: (H, C),
+        or (B, H, C) with the slopes divided by each row's tau (``inverse_tau`` (B,), see :meth:`attend`)."""
         mask = torch.ones(self.num_heads, 1, device=device)
-        return mask if self.temporal_bias is None else torch.cat([self.temporal_bias.head_weights(), mask], dim=1)
+        if self.temporal_bias is None:
+            return mask
+        slopes = self.temporal_bias.head_weights()
+        if inverse_tau is None:
+            return torch.cat([slopes, mask], dim=1)
+        rows = inverse_tau.shape[0]
+        return torch.cat([slopes * inverse_tau.view(-1, 1, 1), mask.expand(rows, -1, -1)], dim=2)
 
     def check(self, layout: SparseLayout) -> None:
         terms = () if self.temporal_bias is None else self.temporal_bias.terms
@@ -243,7 +253,7 @@ class EvoAttention(LengthModulation):
                              f"attention has window {self.window} and terms {terms}")
 
     def attend(self, q, keys, values, keys_of, condition) -> Tuple[torch.Tensor, torch.Tensor]:
-        """softmax over the keys of (q.k / sqrt(d_h) + bias + mask) / tau(L); a row without a visible key gives 0.
+        """softmax over the keys of (q.k / sqrt(d_h) + bias) / tau(L) + mask; a row without a visible key gives 0.
 
         Args:
             q: (B, H, *Q, r, d_h); keys, values: (B, H, *Q, K, d_h) (memory included); keys_of: the
@@ -252,10 +262,15 @@ class EvoAttention(LengthModulation):
             output (B, H, *Q, r, d_h) and the weights (B, H, *Q, r, K) (uniform in a row without a visible
             key, whose output is 0: zeroing the n_q x d_h outputs is cheaper than the n_q x K weights).
         """
-        additive = mix_terms(self.channel_weights(q.device), keys_of.terms)           # bias + mask, B x H x ...
+        inverse_tau = self.inverse_temperature(condition)                            # B or None
+        additive = mix_terms(self.channel_weights(q.device, inverse_tau), keys_of.terms)   # bias + mask, B x H x ...
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if inverse_tau is not None:
+            q = q * (scale * inverse_tau).view(-1, *([1] * (q.dim() - 1)))
+            scale = 1.0
         logits = torch.baddbmm(additive.flatten(0, -3), q.flatten(0, -3), keys.flatten(0, -3).transpose(1, 2),
-                               alpha=1.0 / math.sqrt(self.head_dim)).view(additive.shape)
-        weights = torch.softmax(self.scale_logits(logits, condition), dim=-1)
+                               alpha=scale).view(additive.shape)
+        weights = torch.softmax(logits, dim=-1)
         used = self.dropout(weights) if self.dropout is not None else weights
         out = torch.matmul(used, values)
         return (out, weights) if keys_of.rows is None else (out * keys_of.rows, weights)

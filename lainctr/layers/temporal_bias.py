@@ -60,15 +60,15 @@ def term_values(terms: Sequence[str], query: TimeFeatures, key: TimeFeatures) ->
 
 
 def mix_terms(weights: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
-    """Per-head sums of pair terms: weights (H, C), terms (B, C, …) -> (B, H, …).
+    """Per-head sums of pair terms: weights (H, C) or per row (B, H, C), terms (B, C, …) -> (B, H, …).
 
     A batched (H, C) x (C, N) product writes the heads straight into the attention's (B, H, …) layout;
     ``torch.matmul`` of the broadcast weights would fold it into one (B N, C) x (C, H) product and then
     transpose the output in a copy as large as the bias.
     """
     flat = terms.flatten(2)
-    mixed = torch.bmm(weights.expand(terms.shape[0], *weights.shape), flat)
-    return mixed.view(terms.shape[0], weights.shape[0], *terms.shape[2:])
+    mixed = torch.bmm(weights.expand(terms.shape[0], *weights.shape[-2:]), flat)
+    return mixed.view(terms.shape[0], weights.shape[-2], *terms.shape[2:])
 
 
 class RelTemporalBias(nn.Module):
