@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -21,9 +22,15 @@ Runner = Callable[..., Dict[str, Any]]
 RunKey = Tuple[str, int, int, str, str]
 
 
-def default_runner() -> Runner:
+def run_experiment(*args, **kwargs) -> Dict[str, Any]:
+    """``lainctr.experiment.run_experiment``, importable without loading torch (and picklable by reference, for
+    the worker processes of :func:`execute`)."""
     from . import experiment  # imported here: it loads torch and fuxictr
-    return experiment.run_experiment
+    return experiment.run_experiment(*args, **kwargs)
+
+
+def default_runner() -> Runner:
+    return run_experiment
 
 
 def preset_of(model: str, params: Mapping[str, Any]) -> str:
@@ -69,24 +76,94 @@ def done_keys(results_file: str) -> Set[RunKey]:
     return {row_key(row) for row in read_results(results_file)}
 
 
-def execute(runs: Sequence[PlannedRun], runner: Optional[Runner] = None, gpu: int = -1,
-            data_root: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Run every planned run whose identity is not in its results file yet; returns the new rows."""
+def pending_runs(runs: Sequence[PlannedRun], skip_done: bool = True) -> List[PlannedRun]:
+    """The runs to make, in plan order: those whose identity is not in their results file yet (nor earlier in
+    ``runs``); every one of them without ``skip_done``. Prints a line per skipped run."""
     done: Dict[str, Set[RunKey]] = {}
-    rows = []
+    pending = []
     for run in runs:
         if run.results_file not in done:
-            done[run.results_file] = done_keys(run.results_file)
+            done[run.results_file] = done_keys(run.results_file) if skip_done else set()
         key = run.key()
         if key in done[run.results_file]:
             print(f"  skip {run.describe()}: already there", flush=True)
             continue
-        print(f"  run {run.describe()}", flush=True)
-        runner = runner or default_runner()
-        rows.append(runner(run.expid, tag=run.tag, config_dir=run.config_dir, gpu=gpu, data_root=data_root,
-                           overrides=dict(run.overrides), results_file=run.results_file))
+        pending.append(run)
         done[run.results_file].add(key)
-    return rows
+    return pending
+
+
+def threads_per_worker(workers: int) -> int:
+    """The torch threads of each of ``workers`` concurrent runs: this process's cores shared out (at least 1)."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def execute(runs: Sequence[PlannedRun], runner: Optional[Runner] = None, gpu: int = -1,
+            data_root: Optional[str] = None, workers: int = 1,
+            skip_done: bool = True) -> List[Tuple[PlannedRun, Dict[str, Any]]]:
+    """Make the :func:`pending_runs` of ``runs``; returns (run, its results row) in plan order.
+
+    ``workers`` > 1 makes that many runs at once, each in a process of its own (spawned: no torch state is
+    inherited) with :func:`threads_per_worker` torch threads: on a CPU, N one-thread runs finish sooner than
+    N runs one after the other with N threads each (float reductions round by thread count, and every row
+    records it). ``runner`` must then be picklable (a module-level function). The results file takes
+    concurrent appends (it is locked). The first failed run stops the plan: the runs not yet started are
+    cancelled, those running finish (their rows are kept), then its error is raised.
+    """
+    pending = pending_runs(runs, skip_done)
+    runner = runner or default_runner()
+    if workers <= 1 or len(pending) <= 1:
+        made = []
+        for index, run in enumerate(pending):
+            print(f"  run {run.describe()} ({index + 1}/{len(pending)})", flush=True)
+            made.append((run, runner(run.expid, **_run_arguments(run, gpu, data_root))))
+        return made
+    return _execute_in_workers(pending, runner, gpu, data_root, workers)
+
+
+def _run_arguments(run: PlannedRun, gpu: int, data_root: Optional[str]) -> Dict[str, Any]:
+    return dict(tag=run.tag, config_dir=run.config_dir, gpu=gpu, data_root=data_root,
+                overrides=dict(run.overrides), results_file=run.results_file)
+
+
+def _start_worker(threads: int) -> None:
+    """Initialiser of a worker process: its thread count and the CPU runtime settings, before torch loads."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    from .runtime import configure_cpu_runtime
+    configure_cpu_runtime()
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _execute_in_workers(pending: Sequence[PlannedRun], runner: Runner, gpu: int, data_root: Optional[str],
+                        workers: int) -> List[Tuple[PlannedRun, Dict[str, Any]]]:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    threads = threads_per_worker(workers)
+    print(f"  {len(pending)} runs, {workers} at a time, {threads} torch thread(s) each", flush=True)
+    rows: List[Optional[Dict[str, Any]]] = [None] * len(pending)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(threads,)) as pool:
+        futures = {}
+        for index, run in enumerate(pending):
+            futures[pool.submit(runner, run.expid, **_run_arguments(run, gpu, data_root))] = index
+        remaining = set(futures)
+        while remaining:
+            finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+            failed = [f for f in finished if f.exception() is not None]
+            for future in finished:
+                if future.exception() is None:
+                    rows[futures[future]] = future.result()
+                    print(f"  done {pending[futures[future]].describe()}", flush=True)
+            if failed:
+                for future in remaining:
+                    future.cancel()
+                wait(remaining)
+                error = failed[0].exception()
+                print(f"  FAILED {pending[futures[failed[0]]].describe()}: {type(error).__name__}: {error}",
+                      file=sys.stderr, flush=True)
+                raise error
+    return [(run, row) for run, row in zip(pending, rows) if row is not None]
 
 
 def rebased_name(expid: str, old_dataset: str, new_dataset: str) -> str:

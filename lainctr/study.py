@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .analysis import aggregate
-from .analysis.ablation import ablation_overrides
 from .atomic import write_atomically
 from .config import ConfigError
 from .lain_presets import LAIN_PRESETS
@@ -110,16 +109,11 @@ def better_preset(results_file: str, presets: Sequence[str]) -> Tuple[str, Dict[
 
 
 def plan_ablations(config: StudyConfig, expids: Dict[str, Tuple[str, str]], preset: str) -> List[PlannedRun]:
-    """Stage 4 as a listing (``tuner.run_ablation`` runs it): every variant of every LAIN model at every
-    ablation seed."""
-    runs = []
-    for _, lain in expids.values():
-        results = os.path.join(config.work_dir, f"ablation_{lain}.csv")
-        for variant, switches in ablation_overrides().items():
-            runs += [PlannedRun(lain, {**switches, "seed": int(seed), "lain_preset": preset}, results,
-                                tag=f"ablation:{variant}", config_dir=config.config_dir)
-                     for seed in config.ablation_seeds]
-    return runs
+    """Stage 4: every variant of every LAIN model at every ablation seed, with ``preset``."""
+    from .tuner import plan_ablation
+    return [run for _, lain in expids.values()
+            for run in plan_ablation(lain, config.ablation_seeds, config_dir=config.config_dir, lain_preset=preset,
+                                     results_file=os.path.join(config.work_dir, f"ablation_{lain}.csv")).runs]
 
 
 def plan_sweeps(config: StudyConfig, expids: Dict[str, Tuple[str, str]], preset: str) -> List[PlannedRun]:
@@ -146,24 +140,27 @@ def dry_run(config: StudyConfig) -> List[str]:
 
 
 def run_study(config: StudyConfig, runner: Optional[Runner] = None, gpu: int = -1,
-              data_root: Optional[str] = None) -> Dict[str, Any]:
-    """Run the five stages; returns {"preset", "preset_gains", "written"}."""
+              data_root: Optional[str] = None, workers: int = 1) -> Dict[str, Any]:
+    """Run the five stages; returns {"preset", "preset_gains", "written"}. ``workers``: runs at once (see
+    :func:`lainctr.run_plan.execute`): the grid's, then the sweeps' and ablations' together; the tables are
+    written once all of them are in."""
     from .leaderboard import write_leaderboard
     from .tuner import run_ablation
     out = zoo_path(config.out)
     expids = study_expids(config)
     print(f"1. grid on {config.dataset_id}", flush=True)
     grid = plan_grid(config, expids)
-    execute(grid, runner, gpu, data_root)
+    execute(grid, runner, gpu, data_root, workers)
     preset, preset_gains = better_preset(grid[0].results_file, config.presets)
     print(f"2. better preset: {preset} (mean validation AUC gain over the backbones, %: {preset_gains})", flush=True)
+    print(f"3./4. sweeps of {list(config.sweep_backbones)} and ablations ({preset})", flush=True)
+    execute(plan_sweeps(config, expids, preset) + plan_ablations(config, expids, preset), runner, gpu, data_root,
+            workers)
     for model in config.sweep_backbones:
-        print(f"3. sweep of {model}", flush=True)
         run_sweep(expids[model][1], config.sweep_max_lens, config.sweep_seeds, preset, runner=runner,
                   results_file=os.path.join(config.work_dir, f"sweep_{model}.csv"), out=out, gpu=gpu,
                   data_root=data_root, config_dir=config.config_dir)
     for _, lain in expids.values():
-        print(f"4. ablation of {lain} ({preset})", flush=True)
         run_ablation(lain, config.ablation_seeds, runner=runner, gpu=gpu, data_root=data_root,
                      config_dir=config.config_dir, results_file=os.path.join(config.work_dir, f"ablation_{lain}.csv"),
                      out=out, resume=True, lain_preset=preset)

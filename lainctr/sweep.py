@@ -133,11 +133,11 @@ def run_sweep(expid: str, max_lens: Sequence[int] = SWEEP_MAX_LENS, seeds: Seque
               lain_preset: Optional[str] = None, backbone_only: bool = False, runner: Optional[Runner] = None,
               results_file: Optional[str] = None, out: str = "reports", dataset_id: Optional[str] = None,
               gpu: int = -1, data_root: Optional[str] = None, dry_run: bool = False,
-              config_dir: Optional[str] = None) -> Optional[pd.DataFrame]:
+              config_dir: Optional[str] = None, workers: int = 1) -> Optional[pd.DataFrame]:
     """Run (skipping what ``results_file`` holds) and tabulate the sweep of ``expid`` (backbone or LAIN expid,
     defined in the zoo or ``config_dir``); ``dataset_id`` runs both zoo expids on another dataset;
-    ``backbone_only`` trains the backbone alone. Returns the table (None for ``dry_run``, which prints the
-    runs)."""
+    ``backbone_only`` trains the backbone alone; ``workers``: runs at once (see :func:`lainctr.run_plan.execute`).
+    Returns the table (None for ``dry_run``, which prints the runs)."""
     if dataset_id and config_dir:
         raise config_lib.ConfigError("sweep: give dataset_id (zoo expids on another dataset) or config_dir, not both")
     backbone, lain = sweep_pair(expid, config_dir)
@@ -155,7 +155,7 @@ def run_sweep(expid: str, max_lens: Sequence[int] = SWEEP_MAX_LENS, seeds: Seque
         for run in runs:
             print(f"  {run.describe()}")
         return None
-    execute(runs, runner, gpu, data_root)
+    execute(runs, runner, gpu, data_root, workers)
     table = sweep_table(aggregate.load_results([results_file]), backbone, None if backbone_only else lain, preset,
                         max_lens)
     out = zoo_path(out)

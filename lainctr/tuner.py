@@ -8,6 +8,9 @@
 
 ``--lain_preset lean|paper`` runs LAIN models with that size preset (``grid``: every point; ``ablation``:
 every variant; ``sweep``: the LAIN variant). **sweep** is :mod:`lainctr.sweep`, **study** :mod:`lainctr.study`.
+``--workers N`` (ablation, sweep, study) makes N runs at once, each in a process of its own with the cores
+shared out (:func:`lainctr.run_plan.execute`); on a 2-core CPU two one-thread runs finish sooner than the
+same runs one after the other with two threads.
 
 **grid** — a tuner YAML names a ``base_expid``, a ``tuner_space`` (key -> list of values) and ``seeds``.
 Every combination becomes an expid ``<base_expid>_<idx:03d>_<md5[:8]>`` (idx from 001 in
@@ -37,13 +40,14 @@ import yaml
 
 from . import config as config_lib
 from .analysis import reference as ref_lib
-from .analysis.ablation import LABELS, ablation_overrides, ablation_table, infer_variant
+from .analysis.ablation import ABLATION_TAG, LABELS, ablation_overrides, ablation_table, infer_variant
 from .analysis.stats import mean_std
 from .errors import USER_ERRORS, CommandLineParser
 from .lain_presets import LAIN_PRESETS
 from .metrics import DEFAULT_METRICS
 from .paths import zoo_path
-from .run_plan import Runner, default_runner, preset_of
+from .run_plan import PlannedRun, Runner, default_runner, execute, preset_of
+from .runtime import configure_cpu_runtime
 from .study import StudyConfig, run_study
 from .study import dry_run as study_dry_run
 from .sweep import SWEEP_MAX_LENS, run_sweep
@@ -326,23 +330,29 @@ def _grid_markdown(tuner, summary: pd.DataFrame, best: Optional[str], monitor, m
 
 
 # ----- ablation ---------------------------------------------------------------------------------
-def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[str]] = None,
-                 runner: Optional[Runner] = None, gpu: int = -1, data_root: Optional[str] = None,
-                 config_dir: Optional[str] = None, results_file: Optional[str] = None, out: str = "reports",
-                 rebuild: bool = False, resume: bool = False, lain_preset: Optional[str] = None) -> pd.DataFrame:
-    """Run (or with ``rebuild`` only re-tabulate) the ablation of ``expid``; returns the table.
+@dataclass(frozen=True)
+class AblationPlan:
+    """The runs of one ablation (see :func:`plan_ablation`): ``preset`` its LAIN size preset, ``suffix`` what
+    its file names add (``_<preset>`` for another preset than the expid's), ``runs`` every variant at every
+    seed, tagged ``ablation:<variant>``."""
+    model: str
+    preset: str
+    suffix: str
+    variants: List[str]
+    results_file: str
+    runs: List[PlannedRun]
 
-    Writes ``<out>/ablation_<expid>.{md,csv}`` and the sidecar ``<out>/ablation_<expid>_runs.csv``
-    (variant, seed, run_id, metrics); the rows themselves go to ``results_file`` (default
-    ``results/ablation/<expid>.csv``, so the main leaderboard is not mixed with ablation runs).
-    ``lain_preset``: the size preset of every variant (default: the expid's); one other than the expid's
-    adds ``_<preset>`` to the file names, and only rows of that preset are tabulated.
-    """
+
+def plan_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[str]] = None,
+                  config_dir: Optional[str] = None, results_file: Optional[str] = None,
+                  lain_preset: Optional[str] = None) -> AblationPlan:
+    """The :class:`AblationPlan` of ``expid`` (a ``_LAIN`` expid); ``lain_preset`` is not checked here (the
+    study lists its runs before it knows the preset)."""
     params = config_lib.load_config(expid, config_dir)
     if not str(params["model"]).endswith("_LAIN"):
         raise config_lib.ConfigError(f"ablation needs a _LAIN expid; '{expid}' is model {params['model']}")
     own_preset = preset_of(str(params["model"]), params)
-    preset = _checked_preset(lain_preset, params) if lain_preset else own_preset
+    preset = lain_preset or own_preset
     suffix = "" if preset == own_preset else f"_{preset}"
     all_variants = ablation_overrides()
     variants = list(variants or all_variants)
@@ -350,24 +360,47 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     if unknown:
         raise config_lib.ConfigError(f"unknown ablation variant(s) {unknown}; known: {list(all_variants)}")
     results_file = zoo_path(results_file or os.path.join("results", "ablation", f"{expid}{suffix}.csv"))
+    runs = [PlannedRun(expid, {**all_variants[variant], "seed": int(seed), **({"lain_preset": preset} if suffix else {})},
+                       results_file, tag=f"{ABLATION_TAG}{variant}", config_dir=config_dir)
+            for variant in variants for seed in seeds]
+    return AblationPlan(str(params["model"]), preset, suffix, variants, results_file, runs)
+
+
+def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[str]] = None,
+                 runner: Optional[Runner] = None, gpu: int = -1, data_root: Optional[str] = None,
+                 config_dir: Optional[str] = None, results_file: Optional[str] = None, out: str = "reports",
+                 rebuild: bool = False, resume: bool = False, lain_preset: Optional[str] = None,
+                 workers: int = 1) -> pd.DataFrame:
+    """Run (or with ``rebuild`` only re-tabulate) the ablation of ``expid``; returns the table.
+
+    Writes ``<out>/ablation_<expid>.{md,csv}`` and the sidecar ``<out>/ablation_<expid>_runs.csv``
+    (variant, seed, run_id, metrics); the rows themselves go to ``results_file`` (default
+    ``results/ablation/<expid>.csv``, so the main leaderboard is not mixed with ablation runs).
+    ``lain_preset``: the size preset of every variant (default: the expid's); one other than the expid's
+    adds ``_<preset>`` to the file names, and only rows of that preset are tabulated. ``workers``: runs at
+    once (see :func:`lainctr.run_plan.execute`).
+    """
+    if lain_preset:
+        _checked_preset(lain_preset, config_lib.load_config(expid, config_dir))
+    plan = plan_ablation(expid, seeds, variants, config_dir, results_file, lain_preset)
     out = zoo_path(out)
-    existing = _ablation_rows_from_file(results_file, expid, str(params["model"]), preset) if (rebuild or resume) else []
+    existing = (_ablation_rows_from_file(plan.results_file, expid, plan.model, plan.preset)
+                if (rebuild or resume) else [])
     rows = list(existing)
     if not rebuild:
         done = {(r["variant"], int(r["seed"])) for r in existing}
-        runner = runner or default_runner()
-        for variant in variants:
-            for seed in seeds:
-                if (variant, int(seed)) in done:
-                    print(f"  skip {variant} seed {seed}: already in {results_file}")
-                    continue
-                print(f"  {expid} [{variant}] seed {seed}")
-                overrides = {**all_variants[variant], "seed": int(seed), **({"lain_preset": preset} if suffix else {})}
-                row = runner(expid, tag=f"ablation:{variant}", config_dir=config_dir, gpu=gpu,
-                             data_root=data_root, overrides=overrides, results_file=results_file)
-                rows.append(dict(row, variant=variant, seed=row.get("seed", seed)))
+        todo = []
+        for run in plan.runs:
+            variant, seed = run.tag[len(ABLATION_TAG):], int(run.overrides["seed"])
+            if (variant, seed) in done:
+                print(f"  skip {variant} seed {seed}: already in {plan.results_file}")
+            else:
+                todo.append(run)
+        for run, row in execute(todo, runner, gpu, data_root, workers, skip_done=False):
+            rows.append(dict(row, variant=run.tag[len(ABLATION_TAG):], seed=row.get("seed", run.overrides["seed"])))
     if not rows:
-        raise FileNotFoundError(f"no ablation runs of {expid} in {results_file}")
+        raise FileNotFoundError(f"no ablation runs of {expid} in {plan.results_file}")
+    variants = plan.variants
     runs = pd.DataFrame(rows)
     runs = runs[runs["variant"].isin(variants)] if not rebuild else runs
     for column in [f"{s}_{m}" for s in ("valid", "test") for m in REPORT_METRICS]:
@@ -376,15 +409,15 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     paper = ref_lib.paper_ablation(ref_lib.load_reference())
     table = ablation_table(runs, REPORT_METRICS, "test", paper)
     os.makedirs(out, exist_ok=True)
-    stem = os.path.join(out, f"ablation_{expid}{suffix}")
+    stem = os.path.join(out, f"ablation_{expid}{plan.suffix}")
     runs[["variant", "seed"] + [c for c in ("run_id", "timestamp") if c in runs] +
          [f"{s}_{m}" for s in ("valid", "test") for m in REPORT_METRICS]].to_csv(stem + "_runs.csv", index=False)
     table.to_csv(stem + ".csv", index=False)
-    markdown = ablation_markdown(expid + (f" ({preset} preset)" if suffix else ""), table, results_file)
+    markdown = ablation_markdown(expid + (f" ({plan.preset} preset)" if plan.suffix else ""), table, plan.results_file)
     with open(stem + ".md", "w") as fd:
         fd.write(markdown)
     print(markdown)
-    print(f"wrote {stem}.md, {stem}.csv, {stem}_runs.csv; runs in {results_file}")
+    print(f"wrote {stem}.md, {stem}.csv, {stem}_runs.csv; runs in {plan.results_file}")
     return table
 
 
@@ -396,7 +429,7 @@ def _ablation_rows_from_file(results_file: str, expid: str, model: str, preset: 
         if row.get("expid") != expid or preset_of(model, json.loads(row.get("params") or "{}")) != preset:
             continue
         tag = str(row.get("tag", "") or "")
-        variant = tag.split(":", 1)[1] if tag.startswith("ablation:") else infer_variant(row.get("params") or "{}")
+        variant = tag[len(ABLATION_TAG):] if tag.startswith(ABLATION_TAG) else infer_variant(row.get("params") or "{}")
         rows.append(dict(row, variant=variant))
     return rows
 
@@ -423,6 +456,7 @@ def ablation_markdown(expid: str, table: pd.DataFrame, results_file: str = "") -
 
 # ----- command line -----------------------------------------------------------------------------
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    configure_cpu_runtime()   # before torch loads (it loads with the first run), as in run_expid.py
     parser = CommandLineParser(prog="python -m lainctr.tuner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{grid,ablation,sweep,study}")
     grid = commands.add_parser("grid", help="run a tuner YAML's grid and select on validation",
@@ -471,6 +505,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for sub in (grid, ablation, sweep, study):
         sub.add_argument("--gpu", type=int, default=-1, help="-1 = CPU, N = cuda:N")
         sub.add_argument("--data_root", default=None, help="root of the dataset folders (default $LAINCTR_DATA_ROOT)")
+    for sub in (ablation, sweep, study):
+        sub.add_argument("--workers", type=int, default=1,
+                         help="runs at once, each in a process of its own with the cores shared out as torch "
+                              "threads (default 1: one after the other, in this process)")
     for sub in (grid, ablation, sweep):
         sub.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
                          help="size preset of the LAIN models (default: each expid's own)")
@@ -486,16 +524,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.dry_run:
                 print("\n".join(study_dry_run(config)))
             else:
-                run_study(config, gpu=args.gpu, data_root=args.data_root)
+                run_study(config, gpu=args.gpu, data_root=args.data_root, workers=args.workers)
             return 0
         if args.command == "sweep":
             run_sweep(args.expid, args.max_len, args.seeds, args.lain_preset, args.backbone_only,
                       results_file=args.results, out=args.out, dataset_id=args.dataset_id, gpu=args.gpu,
-                      data_root=args.data_root, dry_run=args.dry_run)
+                      data_root=args.data_root, dry_run=args.dry_run, workers=args.workers)
             return 0
         run_ablation(args.expid, args.seeds, args.variants, gpu=args.gpu, data_root=args.data_root,
                      config_dir=args.config, results_file=args.results, out=args.out, rebuild=args.rebuild,
-                     resume=args.resume, lain_preset=args.lain_preset)
+                     resume=args.resume, lain_preset=args.lain_preset, workers=args.workers)
         return 0
     except (config_lib.ConfigError,) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

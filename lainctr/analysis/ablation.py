@@ -15,6 +15,7 @@ import pandas as pd
 
 from .stats import mean_std
 
+ABLATION_TAG = "ablation:"   # a results row's tag is ablation:<variant>
 SWITCHES = ("use_sle", "use_prompts", "use_qk_conditioning", "use_temperature", "lain_on_short_branch")
 CHANGES: "OrderedDict[str, Dict[str, bool]]" = OrderedDict([
     ("full", {}),
