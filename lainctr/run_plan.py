@@ -160,6 +160,7 @@ def _execute_in_workers(pending: Sequence[PlannedRun], runner: Runner, gpu: int,
                     future.cancel()
                 wait(remaining)
                 error = failed[0].exception()
+                assert error is not None   # failed holds only futures that raised
                 print(f"  FAILED {pending[futures[failed[0]]].describe()}: {type(error).__name__}: {error}",
                       file=sys.stderr, flush=True)
                 raise error

@@ -40,7 +40,15 @@ import yaml
 
 from . import config as config_lib
 from .analysis import reference as ref_lib
-from .analysis.ablation import ABLATION_TAG, LABELS, ablation_overrides, ablation_table, infer_variant
+from .analysis.ablation import (
+    ABLATION_TAG,
+    LABELS,
+    ablation_overrides,
+    ablation_table,
+    ablation_tag,
+    infer_variant,
+    variant_of_tag,
+)
 from .analysis.stats import mean_std
 from .errors import USER_ERRORS, CommandLineParser
 from .lain_presets import LAIN_PRESETS
@@ -361,7 +369,7 @@ def plan_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[
         raise config_lib.ConfigError(f"unknown ablation variant(s) {unknown}; known: {list(all_variants)}")
     results_file = zoo_path(results_file or os.path.join("results", "ablation", f"{expid}{suffix}.csv"))
     runs = [PlannedRun(expid, {**all_variants[variant], "seed": int(seed), **({"lain_preset": preset} if suffix else {})},
-                       results_file, tag=f"{ABLATION_TAG}{variant}", config_dir=config_dir)
+                       results_file, tag=ablation_tag(variant), config_dir=config_dir)
             for variant in variants for seed in seeds]
     return AblationPlan(str(params["model"]), preset, suffix, variants, results_file, runs)
 
@@ -391,13 +399,13 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
         done = {(r["variant"], int(r["seed"])) for r in existing}
         todo = []
         for run in plan.runs:
-            variant, seed = run.tag[len(ABLATION_TAG):], int(run.overrides["seed"])
+            variant, seed = variant_of_tag(run.tag), int(run.overrides["seed"])
             if (variant, seed) in done:
                 print(f"  skip {variant} seed {seed}: already in {plan.results_file}")
             else:
                 todo.append(run)
         for run, row in execute(todo, runner, gpu, data_root, workers, skip_done=False):
-            rows.append(dict(row, variant=run.tag[len(ABLATION_TAG):], seed=row.get("seed", run.overrides["seed"])))
+            rows.append(dict(row, variant=variant_of_tag(run.tag), seed=row.get("seed", run.overrides["seed"])))
     if not rows:
         raise FileNotFoundError(f"no ablation runs of {expid} in {plan.results_file}")
     variants = plan.variants
@@ -429,7 +437,7 @@ def _ablation_rows_from_file(results_file: str, expid: str, model: str, preset: 
         if row.get("expid") != expid or preset_of(model, json.loads(row.get("params") or "{}")) != preset:
             continue
         tag = str(row.get("tag", "") or "")
-        variant = tag[len(ABLATION_TAG):] if tag.startswith(ABLATION_TAG) else infer_variant(row.get("params") or "{}")
+        variant = variant_of_tag(tag) if tag.startswith(ABLATION_TAG) else infer_variant(row.get("params") or "{}")
         rows.append(dict(row, variant=variant))
     return rows
 

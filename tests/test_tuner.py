@@ -11,6 +11,7 @@ import yaml
 from lainctr import config as config_lib
 from lainctr import tuner
 from lainctr.analysis import ablation_overrides, infer_variant
+from lainctr.analysis.ablation import ablation_tag, variant_of_tag
 from lainctr.layers.lain import LAINConfig
 from lainctr.results import append_result
 
@@ -148,6 +149,14 @@ def test_ablation_overrides_match_the_spec():
     assert "backbone" not in ablation_overrides(include_backbone=False)
     assert infer_variant("{}") == "full"
     assert infer_variant({"use_sle": False, "use_prompts": False}).startswith("custom")
+
+
+def test_ablation_tags_round_trip_and_reject_other_tags():
+    for name in ablation_overrides():
+        assert variant_of_tag(ablation_tag(name)) == name
+    for bad in (None, "", "sweep:max_len=50", "wo_sle"):
+        with pytest.raises(ValueError, match="not an ablation run tag"):
+            variant_of_tag(bad)
 
 
 def _fake_ablation_runner(results_file_log):

@@ -33,6 +33,18 @@ LABELS = {"full": "LAIN (full)", "wo_sle": "w/o SLE (bucket length encoder)", "w
           "backbone": "backbone (all LAIN components off)"}
 
 
+def ablation_tag(variant: str) -> str:
+    """The results-row tag of an ablation run of ``variant``."""
+    return f"{ABLATION_TAG}{variant}"
+
+
+def variant_of_tag(tag: Optional[str]) -> str:
+    """``ablation:wo_sle`` -> ``wo_sle``; raises ``ValueError`` for a tag that is not an ablation tag."""
+    if not tag or not tag.startswith(ABLATION_TAG):
+        raise ValueError(f"not an ablation run tag: {tag!r} (expected {ABLATION_TAG}<variant>)")
+    return tag[len(ABLATION_TAG):]
+
+
 def ablation_overrides(include_backbone: bool = True) -> "OrderedDict[str, Dict[str, bool]]":
     """``{variant: overrides}`` in the paper's order; each override sets all five LAIN switches."""
     variants = OrderedDict()
