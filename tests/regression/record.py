@@ -3,9 +3,11 @@
     .venv/bin/python tests/regression/record.py [--models DIN SIM ...]
 
 Writes ``tests/regression/synthetic_tiny_seed2026.json`` (rows of the named models replaced, the others
-kept): the parameter counts and the valid/test AUC, gAUC and logloss as exact floats, with the torch thread
-count and CPU capability they were recorded at (float reductions round differently elsewhere), and per model
-the NumPy minor release it was recorded with (rows recorded at different times may differ in it).
+kept): the parameter counts and the valid/test AUC, gAUC and logloss as exact floats, at the torch thread count
+``THREADS``, under this machine's CPU capability (``torch.backends.cpu.get_cpu_capability()``: AVX2 and AVX512
+kernels round float reductions differently, so each capability has rows of its own; the rows of other
+capabilities are kept), and per model the NumPy minor release it was recorded with (rows recorded at different
+times may differ in it).
 ``test_regression.py`` re-runs the same expids and compares.
 """
 import argparse
@@ -52,17 +54,21 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    fixture = {"models": {}}
+    fixture: dict = {"torch_threads": THREADS, "by_cpu_capability": {}}
     if os.path.exists(FIXTURE):
         with open(FIXTURE) as fd:
             fixture = json.load(fd)
-    fixture.update(torch_threads=THREADS, cpu_capability=torch.backends.cpu.get_cpu_capability())
+    if fixture["torch_threads"] != THREADS:
+        raise SystemExit(f"{FIXTURE} was recorded at {fixture['torch_threads']} threads, THREADS is {THREADS}: "
+                         "re-record every capability's rows or keep THREADS")
+    capability = torch.backends.cpu.get_cpu_capability()
+    rows = fixture["by_cpu_capability"].setdefault(capability, {})
     with tempfile.TemporaryDirectory() as work_dir:
         for model in args.models:
-            fixture["models"][model] = dict(run_tiny(model, os.path.join(work_dir, "data"), work_dir),
-                                            numpy_major_minor=numpy_major_minor())
-            print(model, fixture["models"][model], flush=True)
-    fixture["models"] = {m: fixture["models"][m] for m in MODELS if m in fixture["models"]}
+            rows[model] = dict(run_tiny(model, os.path.join(work_dir, "data"), work_dir),
+                               numpy_major_minor=numpy_major_minor())
+            print(capability, model, rows[model], flush=True)
+    fixture["by_cpu_capability"][capability] = {m: rows[m] for m in MODELS if m in rows}
     with open(FIXTURE + ".tmp", "w") as fd:
         json.dump(fixture, fd, indent=1)
     os.replace(FIXTURE + ".tmp", FIXTURE)
