@@ -2,6 +2,7 @@
 
     python -m lainctr.leaderboard --results results/results.csv [more.csv ...] --out reports/
     python -m lainctr.leaderboard report --results results/results.csv --out reports/
+    python -m lainctr.leaderboard keep-predictions --results docs/demo/results_x.csv
 
 Per dataset: our runs (mean ± std over seeds, n seeds) beside the LAIN paper's base / +LAIN cells and
 LongCTR's backbone at the same max_len (README cell and the validation-selected run; BARS for the ``_x1``
@@ -13,7 +14,9 @@ that excludes 0). Datasets without a reference (``synthetic``) show our runs onl
 
 Writes ``leaderboard.md`` (also printed), ``leaderboard_<dataset>.csv`` (wide, numeric) and ``gains.csv``
 (long: every metric, overall and per bucket). ``report`` adds PNG plots under ``plots/`` (metric and
-attention Gini by length bucket, training curves) and links them from the Markdown.
+attention Gini by length bucket, training curves) and links them from the Markdown. ``keep-predictions``
+copies the rows' predictions beside their results file (:func:`lainctr.analysis.predictions.keep_predictions`),
+so that the intervals can be recomputed on another machine than the one that made the runs.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import pandas as pd
 from .analysis import aggregate
 from .analysis import reference as ref_lib
 from .analysis.bootstrap import BootstrapSettings
+from .analysis.predictions import keep_predictions
 from .errors import USER_ERRORS, CommandLineParser
 from .metrics import DEFAULT_METRICS
 
@@ -380,8 +384,30 @@ def write_leaderboard(results: Sequence[str], out: str, report: bool = False, sp
     return markdown, written
 
 
+def keep_predictions_main(argv: Sequence[str]) -> int:
+    """``python -m lainctr.leaderboard keep-predictions --results R.csv ...``"""
+    parser = CommandLineParser(prog="python -m lainctr.leaderboard keep-predictions",
+                               description="Copy every row's test predictions beside its results file "
+                                           "(<folder>/predictions/<run_id>.npz), where the leaderboard's "
+                                           "paired intervals find them on any machine.")
+    parser.add_argument("--results", nargs="+", required=True, help="results CSV file(s)")
+    args = parser.parse_args(argv)
+    try:
+        for results_file in args.results:
+            written, notes = keep_predictions(results_file)
+            print(f"{results_file}: kept {len(written)} new predictions file(s)")
+            for note in notes:
+                print(f"  not kept: {note}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "keep-predictions":
+        return keep_predictions_main(argv[1:])
     report = bool(argv) and argv[0] == "report"
     if report:
         argv = argv[1:]

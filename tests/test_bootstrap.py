@@ -131,3 +131,34 @@ def test_leaderboard_reports_intervals_and_says_where_there_are_none(tmp_path):
     assert "No interval for TWIN_LAIN_synthetic @200: no test predictions of TWIN_LAIN_synthetic" in markdown
     assert leaderboard.main(["--results", results, "--out", str(tmp_path / "plain"), "--bootstrap", "0"]) == 0
     assert "No interval" not in (tmp_path / "plain" / "leaderboard.md").read_text()
+
+
+def test_kept_predictions_give_the_same_intervals_after_the_run_folders_are_gone(tmp_path, capsys):
+    runs_dir, board = tmp_path / "runs", tmp_path / "board"
+    runs_dir.mkdir()
+    results = str(board / "results.csv")
+    for seed in (1, 2):
+        base = _predictions(np.random.default_rng(seed), 0.3)
+        better = dict(base, score=np.clip(base["score"] + 0.2 * (2 * base["label"] - 1), 0.01, 0.99).astype(np.float32))
+        append_result(results, _row(runs_dir, "DIN_synthetic", "DIN", seed, base))
+        append_result(results, _row(runs_dir, "DIN_LAIN_synthetic", "DIN_LAIN", seed, better))
+    append_result(results, _row(runs_dir, "SIM_synthetic", "SIM", 1, base, keep=False))
+    search = [str(board)]
+    before = aggregate.gains(aggregate.load_results([results]), intervals=FAST, search_dirs=search)
+
+    assert leaderboard.main(["keep-predictions", "--results", results]) == 0
+    out = capsys.readouterr()
+    assert "kept 4 new predictions file(s)" in out.out and "SIM_synthetic seed 1" in out.err
+    assert sorted(p.name for p in (board / "predictions").iterdir()) == [
+        "DIN_LAIN_synthetic-1.npz", "DIN_LAIN_synthetic-2.npz", "DIN_synthetic-1.npz", "DIN_synthetic-2.npz"]
+    for path in runs_dir.iterdir():
+        path.unlink()
+    after = aggregate.gains(aggregate.load_results([results]), intervals=FAST, search_dirs=search)
+    assert before[["ci_low", "ci_high"]].notna().any().all()
+    pd.testing.assert_frame_equal(before, after)
+    assert leaderboard.main(["keep-predictions", "--results", results]) == 0   # kept already: nothing to do
+    assert "kept 0 new" in capsys.readouterr().out
+
+    append_result(results, dict(_row(runs_dir, "DIN_synthetic", "DIN", 3, base, keep=False), run_id="../x"))
+    assert leaderboard.main(["keep-predictions", "--results", results]) == 2
+    assert f"{results}, line 7: run_id '../x' is not a plain name" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from ..results import read_table
 from ..run_plan import preset_of
 from .ablation import infer_variant
 from .bootstrap import BOOTSTRAP_METRICS, BootstrapSettings, paired_intervals
-from .predictions import read_predictions
+from .predictions import RUN_ID, kept_predictions_path, read_predictions
 from .stats import mean_std
 
 GROUP_KEYS = ["dataset_id", "expid", "model", "backbone", "lain", "lain_preset", "variant", "max_len"]
@@ -212,9 +212,10 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
     Paired over seeds when both groups ran a common seed (mean and sample std of the per-seed gains over
     the common seeds, ``paired`` True); otherwise the gain of the means (``paired`` False, no std).
     With ``intervals`` (test split only), AUC, gAUC and logloss gains get the 95 % interval of the paired
-    user bootstrap (:mod:`.bootstrap`) from the runs' kept predictions (``predictions_file``, relative paths
-    tried against ``search_dirs``): ``ci_low``, ``ci_high``, ``significant`` (the interval excludes 0);
-    where it cannot be computed, ``ci_note`` says why.
+    user bootstrap (:mod:`.bootstrap`) from the runs' kept predictions (:func:`find_predictions`: the row's
+    ``predictions_file``, relative paths tried against ``search_dirs``, or its copy under a search dir):
+    ``ci_low``, ``ci_high``, ``significant`` (the interval excludes 0); where it cannot be computed,
+    ``ci_note`` says why.
 
     Returns:
         long table with the columns :data:`GAIN_COLUMNS`.
@@ -266,7 +267,7 @@ def _pair_intervals(lain_runs: pd.DataFrame, base_runs: pd.DataFrame, seeds: Seq
         files: List[Optional[str]] = []
         for group in (lain_runs, base_runs):
             row = group[group["seed"] == seed].iloc[-1]
-            files.append(find_file(str(row.get("predictions_file", "") or ""), search_dirs))
+            files.append(find_predictions(row, search_dirs))
             if files[-1] is None:
                 missing.setdefault(str(row["expid"]), []).append(str(seed))
         lain_file, base_file = files
@@ -287,6 +288,16 @@ def bucket_table(summary: pd.DataFrame, metric: str = "AUC", split: str = "test"
     columns.sort(key=lambda c: bucket_order(metric_parts(c[:-5])[2]))
     keep = GROUP_KEYS + ["n"] + [x for c in columns for x in (c, c[:-5] + "_std")]
     return summary[keep].copy()
+
+
+def find_predictions(row: pd.Series, search_dirs: Sequence[str] = ()) -> Optional[str]:
+    """The predictions file of a results row: its ``predictions_file`` (:func:`find_file`), else the copy
+    ``keep-predictions`` made in one of ``search_dirs`` (``predictions/<run_id>.npz``); None if neither exists."""
+    found = find_file(str(row.get("predictions_file", "") or ""), search_dirs)
+    run_id = str(row.get("run_id", "") or "")
+    if found is not None or not RUN_ID.match(run_id):
+        return found
+    return next((p for d in search_dirs if os.path.exists(p := kept_predictions_path(d, run_id))), None)
 
 
 def find_file(path: str, search_dirs: Iterable[str] = ()) -> Optional[str]:
