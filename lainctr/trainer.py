@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -28,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from . import metrics as metric_lib
 from .analysis import extra_evaluation_columns
@@ -38,6 +36,7 @@ from .data.prefetch import prefetching
 from .data.row_buffer import RowBuffer
 from .distributed import SINGLE_PROCESS, ProcessGroup
 from .models.base import SequenceCTRModel
+from .progress import progress
 from .training_options import TrainerOptions
 from .training_state import RESUME_FILE, atomic_torch_save, preemption_guard, restore_rng_states, rng_states
 
@@ -84,14 +83,6 @@ def regularizer_terms(spec) -> List[tuple]:
     except ValueError:
         pass
     raise ValueError(f"regularizer '{spec}' is not supported: use a float, l1(w), l2(w) or l1_l2(w1, w2)")
-
-
-def progress(iterable, verbose: int, desc: str):
-    """A progress bar on an interactive terminal only: redirected output (nohup, CI, a cluster's log file)
-    would otherwise get one line per update."""
-    if verbose > 0 and sys.stdout.isatty():
-        return tqdm(iterable, desc=desc, leave=False, file=sys.stdout)
-    return iterable
 
 
 class Trainer:
@@ -209,7 +200,7 @@ class Trainer:
         start, samples, train_loss = time.time(), 0, 0.0
         first, self._next_batch = self._next_batch, 0
         batches = progress(prefetching(train_loader, self.device).batches_from(first), self.options.verbose,
-                           f"epoch {self.epoch_index + 1}")
+                           f"epoch {self.epoch_index + 1} batches", steps_per_epoch, first)
         for batch_index, batch in enumerate(batches, start=first):
             self.total_steps += 1
             samples += batch.mask.shape[0]
@@ -339,7 +330,7 @@ class Trainer:
         label, group_id = model.feature_map.labels[0], model.feature_map.group_id or "user_index"
         out, batch_rows = RowBuffer(), []
         with torch.no_grad():
-            for batch in progress(prefetching(loader, self.device), self.options.verbose, "evaluate"):
+            for batch in progress(prefetching(loader, self.device), self.options.verbose, "evaluate batches"):
                 with self.autocast():
                     result = model(batch.to(self.device, non_blocking=True))
                 out.add("y_pred", result.y_pred.float().cpu().numpy().reshape(-1))
