@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 DATA_ROOT_ENV = "LAINCTR_DATA_ROOT"
 ZOO_ROOT_ENV = "LAINCTR_ZOO_ROOT"
@@ -36,3 +36,12 @@ def model_dirs() -> List[str]:
     ``model_zoo/``, then every folder in $LAINCTR_MODEL_DIRS (separated by ``os.pathsep``), in that order."""
     extra = [d for d in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if d]
     return [os.path.join(zoo_root(), "model_zoo")] + [os.path.abspath(d) for d in extra]
+
+
+def find_file(path: str, search_dirs: Iterable[str] = ()) -> Optional[str]:
+    """An existing file a results row names: ``path`` itself when absolute, else the first of
+    ``<search dir>/path`` and ``path`` that exists; None if none does."""
+    if not path:
+        return None
+    candidates = [path] if os.path.isabs(path) else [os.path.join(d, path) for d in search_dirs] + [path]
+    return next((c for c in candidates if os.path.exists(c)), None)

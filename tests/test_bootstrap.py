@@ -1,6 +1,7 @@
 """The paired user bootstrap of LAIN's gains, the kept test predictions and the leaderboard's intervals."""
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -162,3 +163,14 @@ def test_kept_predictions_give_the_same_intervals_after_the_run_folders_are_gone
     append_result(results, dict(_row(runs_dir, "DIN_synthetic", "DIN", 3, base, keep=False), run_id="../x"))
     assert leaderboard.main(["keep-predictions", "--results", results]) == 2
     assert f"{results}, line 7: run_id '../x' is not a plain name" in capsys.readouterr().err
+
+
+def test_keep_predictions_resolves_relative_paths_as_the_leaderboard_does(tmp_path):
+    from lainctr.analysis.predictions import keep_predictions
+    arrays = _predictions(np.random.default_rng(7), 1.0)
+    row = _row(tmp_path, "DIN_synthetic", "DIN", 1, arrays)
+    row["predictions_file"] = os.path.basename(row["predictions_file"])   # relative to the results folder
+    results = str(tmp_path / "results.csv")
+    append_result(results, row)
+    written, notes = keep_predictions(results)
+    assert notes == [] and written == [str(tmp_path / "predictions" / "DIN_synthetic-1.npz")]

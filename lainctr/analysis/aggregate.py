@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..lain_presets import DEFAULT_PRESET
+from ..paths import find_file
 from ..results import read_table
 from ..run_plan import preset_of
 from .ablation import infer_variant
@@ -298,15 +299,6 @@ def find_predictions(row: pd.Series, search_dirs: Sequence[str] = ()) -> Optiona
     if found is not None or not RUN_ID.match(run_id):
         return found
     return next((p for d in search_dirs if os.path.exists(p := kept_predictions_path(d, run_id))), None)
-
-
-def find_file(path: str, search_dirs: Iterable[str] = ()) -> Optional[str]:
-    """An existing file a results row names: ``path`` itself when absolute, else the first of
-    ``<search dir>/path`` and ``path`` that exists; None if none does."""
-    if not path:
-        return None
-    candidates = [path] if os.path.isabs(path) else [os.path.join(d, path) for d in search_dirs] + [path]
-    return next((c for c in candidates if os.path.exists(c)), None)
 
 
 def history_curves(runs: pd.DataFrame, search_dirs: Iterable[str] = ()) -> Dict[str, List[dict]]:

@@ -78,6 +78,7 @@ def keep_predictions(results_file: str) -> Tuple[List[str], List[str]]:
         InputFileError: a row whose ``run_id`` is not a plain name (the message names the file and the row),
             or whose predictions file cannot be read.
     """
+    from ..paths import find_file, zoo_root
     from ..results import read_results
     results_dir = os.path.dirname(os.path.abspath(results_file))
     written, notes = [], []
@@ -89,11 +90,12 @@ def keep_predictions(results_file: str) -> Tuple[List[str], List[str]]:
         target = kept_predictions_path(results_dir, run_id)
         if os.path.exists(target):
             continue
-        if not source or not os.path.exists(source):
+        found = find_file(source, [results_dir, zoo_root()])   # as the leaderboard resolves the column
+        if found is None:
             notes.append(f"line {number} ({row.get('expid')} seed {row.get('seed')}, run {run_id}): "
                          + (f"{source} not found" if source else "no predictions_file"))
             continue
-        read_predictions(source)   # copy only what reads back
-        write_atomically(target, functools.partial(shutil.copyfile, source))
+        read_predictions(found)   # copy only what reads back
+        write_atomically(target, functools.partial(shutil.copyfile, found))
         written.append(target)
     return written, notes
