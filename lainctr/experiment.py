@@ -23,7 +23,8 @@ from . import config as config_lib
 from .analysis.predictions import PREDICTIONS_FILE, write_predictions
 from .analysis.summary import run_summary
 from .atomic import write_atomically
-from .data import store, synthetic, synthetic_scale
+from .data import store
+from .data.builders import BUILDERS, setting_differences
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
 from .data.loader import SequenceBatchLoader
@@ -37,25 +38,33 @@ from .trainer import Trainer
 from .training_options import TrainerOptions
 from .training_state import RESUME_FILE
 
-BUILDERS = {"synthetic": synthetic.build, "synthetic_scale": synthetic_scale.build}
-
 
 class DatasetMissingError(FileNotFoundError):
     """A dataset folder is absent and cannot be built here; the message says how to get it."""
 
 
+class DatasetStaleError(DatasetMissingError):
+    """A generated dataset's folder holds data of other generator settings than its config asks for."""
+
+
 def ensure_dataset(dataset_id: str, dataset_cfg: Dict[str, Any], root: str) -> str:
-    """The dataset folder, built first when the config has a builder and the folder is missing."""
+    """The dataset folder, built first when the config has a builder and the folder is missing; a built folder
+    is checked against the builder's settings (:class:`DatasetStaleError` when they differ)."""
     data_dir = os.path.join(root, str(dataset_cfg.get("data_dir", dataset_id)))
-    if store.is_complete(data_dir):
-        return data_dir
-    builder = dataset_cfg.get("builder")
-    if builder:
-        if builder not in BUILDERS:
-            raise config_lib.ConfigError(f"dataset '{dataset_id}': unknown builder '{builder}'; known: {sorted(BUILDERS)}")
+    builder, builder_args = dataset_cfg.get("builder"), dict(dataset_cfg.get("builder_args") or {})
+    if builder and builder not in BUILDERS:
+        raise config_lib.ConfigError(f"dataset '{dataset_id}': unknown builder '{builder}'; known: {sorted(BUILDERS)}")
+    if builder and not store.is_complete(data_dir):
         print(f"Building dataset {dataset_id} into {data_dir} (or waiting for a run that builds it)", flush=True)
-        return store.build_once(data_dir, lambda folder: BUILDERS[builder](
-            folder, dataset_id=dataset_id, **dict(dataset_cfg.get("builder_args") or {})))
+        store.build_once(data_dir, lambda folder: BUILDERS[builder].build(folder, dataset_id=dataset_id, **builder_args))
+    if store.is_complete(data_dir):
+        differences = setting_differences(data_dir, builder, builder_args) if builder else []
+        if differences:
+            raise DatasetStaleError(
+                f"{os.path.join(data_dir, store.INFO_FILE)}: dataset '{dataset_id}' was generated with other settings "
+                f"than its config's builder '{builder}' with builder_args {builder_args} makes now (recorded -> "
+                f"asked: {'; '.join(differences)}). Remove the folder {data_dir} and run again to regenerate it.")
+        return data_dir
     if os.path.isdir(data_dir):
         raise DatasetMissingError(
             f"{data_dir}: an incomplete dataset folder ({store.INFO_FILE} missing: a conversion was interrupted or "

@@ -13,7 +13,7 @@ import torch
 import run_expid
 from lainctr import config, metrics
 from lainctr.analysis.predictions import read_predictions
-from lainctr.experiment import run_experiment
+from lainctr.experiment import DatasetStaleError, ensure_dataset, run_experiment
 from lainctr.models import model_keys
 
 
@@ -82,6 +82,33 @@ def test_missing_real_dataset_says_what_to_download(tmp_path, capsys):
     assert run_expid.main(["--expid", "DIN_realdata", "--config", str(tmp_path), "--data_root", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert "an incomplete dataset folder (dataset_info.json missing" in err and "python -m data_preprocess.realdata" in err
+
+
+def test_a_generated_dataset_of_other_settings_is_refused_not_used(tmp_path):
+    """A synthetic folder generated with other builder_args (or by an older generator without a setting) is an
+    error naming the dataset_info.json, each differing setting and how to regenerate; the folder is untouched."""
+    tiny = {"data_dir": "tiny", "builder": "synthetic", "builder_args": {"preset": "tiny", "seed": 2026}}
+    folder = ensure_dataset("tiny", tiny, str(tmp_path))
+    assert ensure_dataset("tiny", tiny, str(tmp_path)) == folder
+    info_file = os.path.join(folder, "dataset_info.json")
+    before = open(info_file).read()
+    reseeded = dict(tiny, builder_args={"preset": "tiny", "seed": 7})
+    with pytest.raises(DatasetStaleError, match=r"dataset_info.json: dataset 'tiny' .*seed: 2026 -> 7\). Remove the folder"):
+        ensure_dataset("tiny", reseeded, str(tmp_path))
+    shifted = dict(tiny, builder_args={"preset": "tiny", "seed": 2026, "length_shift": {"anchor_share": 0.7}})
+    with pytest.raises(DatasetStaleError, match=r'length_shift.anchor_match: "\(absent\)" -> "category"'):
+        ensure_dataset("tiny", shifted, str(tmp_path))
+    assert open(info_file).read() == before
+
+
+def test_run_expid_on_a_stale_generated_dataset_exits_with_the_message(tmp_path, capsys):
+    ensure_dataset("tiny", {"data_dir": "tiny", "builder": "synthetic", "builder_args": {"preset": "tiny"}},
+                   str(tmp_path / "data"))
+    (tmp_path / "dataset_config.yaml").write_text(
+        "tiny: {data_dir: tiny, builder: synthetic, builder_args: {preset: tiny, seed: 5}}\n")
+    write_configs(tmp_path, "DIN_tiny: {model: DIN, dataset_id: tiny, max_len: 20, epochs: 1}\n")
+    code = run_expid.main(["--expid", "DIN_tiny", "--config", str(tmp_path), "--data_root", str(tmp_path / "data")])
+    assert code == 2 and "seed: 2026 -> 5" in capsys.readouterr().err
 
 
 def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):

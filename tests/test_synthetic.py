@@ -98,13 +98,25 @@ def _history(sequences, user, seq_len):
     return sequences.items[sequences.offsets[user]:sequences.offsets[user] + seq_len]
 
 
-def test_length_shift_mechanism_keeps_the_base_users_and_contains_the_problem():
+def _generate_with_shift(shift: LengthShiftConfig):
+    base_cfg = synthetic.PRESETS["tiny"]
+    return base_cfg, synthetic.generate(base_cfg), synthetic.generate(replace(base_cfg, length_shift=shift))
+
+
+def _sample_rows(split, label):
+    """Per positive: (user, seq_len, positive item, its negatives)."""
+    for row in np.flatnonzero(split["label"] == label):
+        user, seq_len = split["user_index"][row], split["seq_len"][row]
+        same = (split["user_index"] == user) & (split["seq_len"] == seq_len) & (split["label"] == 0)
+        yield user, seq_len, split["item_index"][row], split["item_index"][same]
+
+
+def test_length_shift_with_item_anchors_keeps_the_base_users_and_contains_the_problem():
     """Short users' negatives come from their history's categories (the mix decides); many long users' clicks
     re-consume an item seen once, anchor_min_age..anchor_max_age behaviours back, against negatives of its
     category (that one item decides); lengths, users and labels are the base generator's."""
-    shift = LengthShiftConfig(anchor_min_age=20, anchor_max_age=120)
-    base_cfg = synthetic.PRESETS["tiny"]
-    base, (splits, sequences, _) = synthetic.generate(base_cfg), synthetic.generate(replace(base_cfg, length_shift=shift))
+    shift = LengthShiftConfig(anchor_min_age=20, anchor_max_age=120, anchor_match="item")
+    base_cfg, base, (splits, sequences, _) = _generate_with_shift(shift)
     np.testing.assert_array_equal(base[1].lengths(), sequences.lengths())
     for split in splits:                     # rows are ordered by item within (user, seq_len): compare as multisets
         for column in ("user_index", "seq_len", "label", "hour"):
@@ -115,9 +127,7 @@ def test_length_shift_mechanism_keeps_the_base_users_and_contains_the_problem():
     size, lengths = base_cfg.items_per_category, sequences.lengths()
     train = splits["train"]
     short_checked = anchors = long_positives = 0
-    for row in np.flatnonzero(train["label"] == 1):
-        user, seq_len, item = train["user_index"][row], train["seq_len"][row], train["item_index"][row]
-        negatives = train["item_index"][(train["user_index"] == user) & (train["seq_len"] == seq_len) & (train["label"] == 0)]
+    for user, seq_len, item, negatives in _sample_rows(train, 1):
         history = _history(sequences, user, seq_len)
         if lengths[user] <= shift.short_length:
             assert set((negatives - 1) // size) <= set((history - 1) // size)
@@ -131,6 +141,34 @@ def test_length_shift_mechanism_keeps_the_base_users_and_contains_the_problem():
     assert short_checked > 100 and long_positives > 100
     # anchor_share 0.5 of the samples whose anchor fits before the sample range (about 60 % on tiny)
     assert anchors > 0.15 * long_positives
+
+
+def test_length_shift_with_dormant_interests_ties_long_clicks_to_one_far_category():
+    """anchor_match: category (the default): a share of long users' clicks return to a category the user consumed
+    exactly once, anchor_min_age..anchor_max_age behaviours back, against negatives of categories absent from the
+    whole history, so only that one far behaviour tells the click; lengths and labels are the base generator's."""
+    shift = LengthShiftConfig(anchor_min_age=20, anchor_max_age=120)
+    assert shift.anchor_match == "category"
+    base_cfg, base, (splits, sequences, _) = _generate_with_shift(shift)
+    np.testing.assert_array_equal(base[1].lengths(), sequences.lengths())
+    for split in splits:
+        np.testing.assert_array_equal(np.sort(base[0][split]["seq_len"]), np.sort(splits[split]["seq_len"]))
+        assert base[0][split]["label"].sum() == splits[split]["label"].sum()
+    size, lengths = base_cfg.items_per_category, sequences.lengths()
+    anchors = long_positives = 0
+    for user, seq_len, item, negatives in _sample_rows(splits["train"], 1):
+        if lengths[user] < shift.long_length:
+            continue
+        long_positives += 1
+        history_categories = (_history(sequences, user, seq_len) - 1) // size
+        seen = np.flatnonzero(history_categories == (item - 1) // size)
+        if len(seen) == 1 and shift.anchor_min_age <= seq_len - seen[0] <= shift.anchor_max_age:
+            assert not set((negatives - 1) // size) & set(history_categories)
+            anchors += 1
+    # at most half of a user's missing categories (>= 6 of tiny's 20) become anchors: ~10 % of long positives
+    assert long_positives > 500 and anchors > 0.06 * long_positives
+    with pytest.raises(ValueError, match="anchor_match must be one of"):
+        LengthShiftConfig(anchor_match="items")
 
 
 def test_length_shift_knobs_from_the_builder_arguments(tmp_path):

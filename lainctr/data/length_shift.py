@@ -1,12 +1,21 @@
 """A switchable mechanism of the synthetic generator in which short- and long-history users need differently
 shaped attention (issue 16; the problem LAIN addresses, spec s.1).
 
-* **Long users** (full history ``L >= long_length``): a share ``anchor_share`` of their samples re-consume an
-  *anchor*, an item drawn uniformly from its category and seen once, ``anchor_min_age`` to ``anchor_max_age``
-  behaviours before the sample. The negatives of such a sample are other uniformly drawn items of the anchor's
-  category, so only finding that one past item tells the click: the click depends on a few specific past items
-  (sharp attention over a window that reaches back far enough: invisible at max_len 50, always visible at
-  max_len >= ``anchor_max_age``).
+* **Long users** (full history ``L >= long_length``): a share ``anchor_share`` of their samples return to an
+  *anchor* seen ``anchor_min_age`` to ``anchor_max_age`` behaviours before the sample, so the click depends on a
+  few specific past behaviours (sharp attention over a window that reaches back far enough: invisible at
+  max_len 50, always visible at max_len >= ``anchor_max_age``). ``anchor_match`` says what ties the sample to its
+  anchor:
+
+  - ``category`` (default): a *dormant interest*. The anchor is the user's only behaviour of a category outside
+    their interests, each anchored sample with a category of its own; the sample's positive is another item of
+    that category and its negatives are items of categories the user never consumed. Only seeing that one past
+    category tells the click, and category embeddings are well trained, so an attention model can read it. A
+    user has at most half of the categories missing from their history as anchors (the other half are the
+    negatives' categories).
+  - ``item``: the anchor is an item drawn uniformly from its category, seen once, and the positive re-consumes it
+    against other items of that category: only that one item's identity tells the click (the first look of
+    issue 16: DIN does not learn to match rarely seen items by identity, so this signal stays unused).
 * **Short users** (``L <= short_length``): a share ``mix_share`` of their behaviours copy the category of a
   uniformly drawn earlier behaviour (a Polya urn) with a fresh item of it, and the negatives of their samples come
   from the categories of their history drawn uniformly: the click depends on the overall mix of the history (how
@@ -28,6 +37,7 @@ import numpy as np
 
 STREAM = 0x1E65   # the mechanism's random stream is seeded with (seed, STREAM)
 BASE, MIX, ANCHOR = 0, 1, 2   # how a sample's negatives are drawn
+ANCHOR_MATCHES = ("category", "item")
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class LengthShiftConfig:
     anchor_share: float = 0.5
     anchor_min_age: int = 100
     anchor_max_age: int = 900
+    anchor_match: str = "category"
 
     def __post_init__(self):
         if not 0 < self.short_length < self.long_length:
@@ -47,6 +58,9 @@ class LengthShiftConfig:
         if not 0 < self.anchor_min_age <= self.anchor_max_age:
             raise ValueError(f"length_shift: need 0 < anchor_min_age <= anchor_max_age, got "
                              f"{self.anchor_min_age}, {self.anchor_max_age}")
+        if self.anchor_match not in ANCHOR_MATCHES:
+            raise ValueError(f"length_shift: anchor_match must be one of {ANCHOR_MATCHES}, got "
+                             f"{self.anchor_match!r}")
         for name in ("mix_share", "anchor_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"length_shift: {name} must lie in [0, 1], got {getattr(self, name)}")
@@ -57,11 +71,13 @@ class LengthShiftConfig:
 
 
 class RewrittenUser(NamedTuple):
-    """One user's behaviours after the mechanism: items and categories (L,), and per sample (num_samples,) how
-    its negatives are drawn (``BASE`` / ``MIX`` / ``ANCHOR``)."""
+    """One user's behaviours after the mechanism: items and categories (L,), per sample (num_samples,) how its
+    negatives are drawn (``BASE`` / ``MIX`` / ``ANCHOR``), and the categories absent from the history that
+    category-matched anchors draw their negatives from (empty for ``anchor_match: item``)."""
     items: np.ndarray
     categories: np.ndarray
     kinds: np.ndarray
+    absent_categories: np.ndarray
 
 
 def rewrite(shift: LengthShiftConfig, world, items: np.ndarray, categories: np.ndarray, num_samples: int,
@@ -83,13 +99,39 @@ def rewrite(shift: LengthShiftConfig, world, items: np.ndarray, categories: np.n
     anchored = (rng.random(num_samples) < weight * shift.anchor_share) & (sources >= 0) & \
         (sources < length - num_samples)
     anchored &= _first_occurrences(np.where(anchored, sources, -1))
+    if shift.anchor_match == "item":
+        absent = _place_item_anchors(world, items, categories, sources, positions, anchored, rng)
+    else:
+        anchored, absent = _place_dormant_interests(world, items, categories, sources, positions, anchored, rng)
+    kinds[anchored] = ANCHOR
+    return RewrittenUser(items, categories, kinds, absent)
+
+
+def _place_item_anchors(world, items, categories, sources, positions, anchored, rng) -> np.ndarray:
+    """``anchor_match: item``, in place: each anchored sample's positive re-consumes a uniformly drawn item of its
+    source's category, written at the source. Returns no absent categories (the negatives share the anchor's)."""
     size = world.cfg.items_per_category
     for sample in np.flatnonzero(anchored):
         source, position = sources[sample], positions[sample]
         items[source] = 1 + categories[source] * size + rng.integers(size)
         items[position], categories[position] = items[source], categories[source]
-    kinds[anchored] = ANCHOR
-    return RewrittenUser(items, categories, kinds)
+    return np.empty(0, dtype=np.int64)
+
+
+def _place_dormant_interests(world, items, categories, sources, positions, anchored, rng):
+    """``anchor_match: category``, in place: anchored samples (at most half as many as categories are missing from
+    the history, chosen at random) each get a missing category of their own, written at their source and at
+    their position with fresh items of it. Returns (anchored (num_samples,) bool, the categories still absent)."""
+    missing = rng.permutation(np.setdiff1d(np.arange(world.cfg.num_categories), categories))
+    candidates = np.flatnonzero(anchored)
+    chosen = np.sort(rng.permutation(candidates)[:len(missing) // 2])
+    dormant = missing[:len(chosen)]
+    for where in (sources[chosen], positions[chosen]):
+        categories[where] = dormant
+        items[where] = world.items_of(dormant, rng)
+    anchored = np.zeros_like(anchored)
+    anchored[chosen] = True
+    return anchored, missing[len(chosen):]
 
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
@@ -103,9 +145,10 @@ def _first_occurrences(values: np.ndarray) -> np.ndarray:
 
 def negatives(user: RewrittenUser, base_negatives: np.ndarray, per_sample: int, world,
               rng: np.random.Generator) -> np.ndarray:
-    """The negatives (num_samples * per_sample,), sample-major: the base generator's for ``BASE`` samples,
-    other items of the anchor's category for ``ANCHOR`` samples, items of a category of the history drawn
-    uniformly (each distinct category once) for ``MIX`` samples."""
+    """The negatives (num_samples * per_sample,), sample-major: the base generator's for ``BASE`` samples; for
+    ``ANCHOR`` samples items of categories the user never consumed (``anchor_match: category``) or other items of
+    the anchor's category (``item``); items of a category of the history drawn uniformly (each distinct category
+    once) for ``MIX`` samples."""
     out = base_negatives.copy()
     num_samples = len(user.kinds)
     positions = np.arange(len(user.items) - num_samples, len(user.items))
@@ -113,7 +156,10 @@ def negatives(user: RewrittenUser, base_negatives: np.ndarray, per_sample: int, 
     rows = np.repeat(positions, per_sample)
     size = world.cfg.items_per_category
     anchor = np.flatnonzero(kinds == ANCHOR)
-    out[anchor] = 1 + user.categories[rows[anchor]] * size + rng.integers(size, size=len(anchor))
+    if len(user.absent_categories):
+        out[anchor] = world.items_of(rng.choice(user.absent_categories, size=len(anchor)), rng)
+    else:
+        out[anchor] = 1 + user.categories[rows[anchor]] * size + rng.integers(size, size=len(anchor))
     mix = np.flatnonzero(kinds == MIX)
     distinct, first_seen = np.unique(user.categories, return_index=True)
     order = np.argsort(first_seen)

@@ -269,11 +269,11 @@ def length_statistics(lengths: np.ndarray, sample_seq_len: np.ndarray, boundarie
             "sample_share": (samples / samples.sum()).round(4).tolist()}
 
 
-def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str = "synthetic",
-          show_progress: bool = True, length_shift: Optional[Dict[str, Any]] = None) -> str:
-    """Generate a preset and write it as a dataset folder (atomically). ``length_shift``: knobs of the
-    length-shift mechanism (:class:`~lainctr.data.length_shift.LengthShiftConfig`) over the preset's own
-    (switching it on for a preset without it), e.g. ``{anchor_share: 0.7}`` in a dataset's ``builder_args``."""
+def resolve_config(preset: str = "tiny", seed: int = 2026,
+                   length_shift: Optional[Dict[str, Any]] = None) -> SyntheticConfig:
+    """The generator config of a preset, a seed and ``length_shift`` knobs of the length-shift mechanism
+    (:class:`~lainctr.data.length_shift.LengthShiftConfig`) over the preset's own (switching it on for a preset
+    without it), e.g. ``{anchor_share: 0.7}`` in a dataset's ``builder_args``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown synthetic preset '{preset}'; choose from {sorted(PRESETS)}")
     cfg = replace(PRESETS[preset], seed=seed)
@@ -283,6 +283,13 @@ def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str
         if unknown:
             raise ValueError(f"length_shift: unknown key(s) {unknown}; valid: {sorted(known)}")
         cfg = replace(cfg, length_shift=replace(cfg.length_shift or LengthShiftConfig(), **length_shift))
+    return cfg
+
+
+def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str = "synthetic",
+          show_progress: bool = True, length_shift: Optional[Dict[str, Any]] = None) -> str:
+    """Generate the config of :func:`resolve_config` and write it as a dataset folder (atomically)."""
+    cfg = resolve_config(preset, seed, length_shift)
     return write_synthetic(data_dir, cfg, preset, dataset_id, generate(cfg, show_progress=show_progress))
 
 

@@ -144,10 +144,15 @@ def generate(cfg: SyntheticConfig, show_progress: bool = False) -> Tuple[dict, U
     return splits, sequences, item_table(cfg)
 
 
+def resolve_config(preset: str = "1m", seed: int = 2026) -> SyntheticConfig:
+    """The generator config of a scale preset and a seed."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synthetic scale preset '{preset}'; choose from {sorted(PRESETS)}")
+    return replace(PRESETS[preset], seed=seed)
+
+
 def build(data_dir: str, preset: str = "1m", seed: int = 2026, dataset_id: str = "synthetic_1m",
           show_progress: bool = True) -> str:
     """Generate a scale preset and write it as a dataset folder (atomically)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic scale preset '{preset}'; choose from {sorted(PRESETS)}")
-    cfg = replace(PRESETS[preset], seed=seed)
+    cfg = resolve_config(preset, seed)
     return write_synthetic(data_dir, cfg, preset, dataset_id, generate(cfg, show_progress))
