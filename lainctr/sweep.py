@@ -7,7 +7,8 @@ The runs go to a results file of their own (default ``results/sweep/<backbone ex
 there (same expid, seed, max_len, LAIN preset) are skipped, so an interrupted sweep continues where it stopped.
 Writes ``sweep_<backbone expid>[_<preset>].{md,csv,png}`` under ``--out``. The paper's observation O1 reads:
 the backbone's short-history AUC falls as max_len grows while its long-history AUC rises; the Markdown says
-whether these runs show it (first vs last max_len).
+whether these runs show it (last max_len against the first, or for the short bucket against the first that
+holds every short history).
 """
 from __future__ import annotations
 
@@ -80,18 +81,22 @@ def _buckets(table: pd.DataFrame, metric: str, split: str = "test") -> List[str]
 
 
 def observation(table: pd.DataFrame, role: str = BACKBONE) -> Optional[Dict[str, Any]]:
-    """The paper's O1 in ``role``'s rows: short-history (first bucket) and long-history (last bucket) test AUC
-    at the smallest and the largest max_len, and ``appears`` = the short one falls and the long one rises.
-    None with fewer than two max_len or buckets."""
+    """The paper's O1 in ``role``'s rows: long-history (last bucket) test AUC at the smallest and the largest
+    max_len; short-history (first bucket) test AUC from the smallest max_len that holds every short history
+    (below it their histories are cut, which lowers their AUC for another reason) to the largest; ``appears`` =
+    the short one falls and the long one rises. None with fewer than two max_len or buckets."""
     rows = table[table["role"] == role].sort_values("max_len")
     buckets = _buckets(table, "AUC")
     if rows["max_len"].nunique() < 2 or len(buckets) < 2:
         return None
     first, last = rows.iloc[0], rows.iloc[-1]
+    holding = rows[rows["max_len"] >= float(buckets[0].split("-")[1])]
+    short_first = holding.iloc[0] if len(holding) and holding.iloc[0]["max_len"] < last["max_len"] else first
     short, long = (f"test_AUC@{buckets[0]}_mean", f"test_AUC@{buckets[-1]}_mean")
     out = {"role": role, "short_bucket": buckets[0], "long_bucket": buckets[-1], "from_max_len": int(first["max_len"]),
-           "to_max_len": int(last["max_len"]), "short": (first[short], last[short]), "long": (first[long], last[long])}
-    out["appears"] = bool(last[short] < first[short] and last[long] > first[long])
+           "short_from_max_len": int(short_first["max_len"]), "to_max_len": int(last["max_len"]),
+           "short": (short_first[short], last[short]), "long": (first[long], last[long])}
+    out["appears"] = bool(last[short] < short_first[short] and last[long] > first[long])
     return out
 
 
@@ -119,8 +124,9 @@ def sweep_markdown(title: str, table: pd.DataFrame, results_file: str, plot: Opt
         if seen is None:
             continue
         lines.append(f"{role}: short-history ({seen['short_bucket']}) test AUC {seen['short'][0]:.4f} at max_len "
-                     f"{seen['from_max_len']} -> {seen['short'][1]:.4f} at {seen['to_max_len']}; long-history "
-                     f"({seen['long_bucket']}) {seen['long'][0]:.4f} -> {seen['long'][1]:.4f}. The paper's "
+                     f"{seen['short_from_max_len']} -> {seen['short'][1]:.4f} at {seen['to_max_len']}; long-history "
+                     f"({seen['long_bucket']}) {seen['long'][0]:.4f} at {seen['from_max_len']} -> "
+                     f"{seen['long'][1]:.4f}. The paper's "
                      f"observation (short falls, long rises) {'appears' if seen['appears'] else 'does not appear'}.")
         lines.append("")
     if plot:

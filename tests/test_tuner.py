@@ -268,7 +268,9 @@ def test_sweep_trains_both_models_at_every_max_len_and_skips_what_is_there(tmp_p
     assert list(table["max_len"]) == [50, 50, 200, 200, 1000, 1000] and list(table["n"]) == [2] * 6
     assert list(table["role"]) == ["backbone", "LAIN"] * 3
     markdown = (tmp_path / "out" / "sweep_DIN_synthetic_paper.md").read_text()
-    assert "backbone: short-history (0-100) test AUC 0.7500 at max_len 50 -> 0.7370 at 1000" in markdown
+    # short users from max_len 200 (the first >= 100 that holds their histories), long ones from 50
+    assert "backbone: short-history (0-100) test AUC 0.7440 at max_len 200 -> 0.7370 at 1000; long-history " \
+        "(200-inf) 0.7800 at 50 -> 0.7930" in markdown
     assert "observation (short falls, long rises) appears" in markdown and "## attention Gini per length bucket" in markdown
     assert (tmp_path / "out" / "sweep_DIN_synthetic_paper.png").stat().st_size > 0
     assert len(pd.read_csv(tmp_path / "out" / "sweep_DIN_synthetic_paper.csv")) == 6
