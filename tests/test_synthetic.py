@@ -179,3 +179,24 @@ def test_length_shift_knobs_from_the_builder_arguments(tmp_path):
     folder = synthetic.build(str(tmp_path / "y"), "tiny", length_shift={"anchor_share": 0.7}, show_progress=False)
     assert read_info(folder)["generator"]["length_shift"]["anchor_share"] == 0.7
     assert synthetic.PRESETS["demo_lengthshift"] == replace(synthetic.PRESETS["demo"], length_shift=LengthShiftConfig())
+
+
+def test_dormant_interest_bursts_are_consecutive():
+    """anchor_burst: k: many long users' clicks return to a category seen exactly k times before, on k consecutive
+    behaviours ending anchor_min_age..anchor_max_age back, against negatives of categories never seen."""
+    counts = {}
+    for burst in (1, 3):
+        shift = LengthShiftConfig(anchor_min_age=20, anchor_max_age=120, anchor_burst=burst)
+        base_cfg, _, (splits, sequences, _) = _generate_with_shift(shift)
+        size, lengths = base_cfg.items_per_category, sequences.lengths()
+        counts[burst] = 0
+        for user, seq_len, item, negatives in _sample_rows(splits["train"], 1):
+            history_categories = (_history(sequences, user, seq_len) - 1) // size
+            seen = np.flatnonzero(history_categories == (item - 1) // size)
+            if lengths[user] >= shift.long_length and len(seen) == 3 and np.all(np.diff(seen) == 1) and \
+                    shift.anchor_min_age <= seq_len - seen[-1] <= shift.anchor_max_age and \
+                    not set((negatives - 1) // size) & set(history_categories):
+                counts[burst] += 1
+    assert counts[3] > 50 and counts[1] < 5
+    with pytest.raises(ValueError, match="anchor_burst must be >= 1"):
+        LengthShiftConfig(anchor_burst=2, anchor_match="item")

@@ -9,10 +9,11 @@ shaped attention (issue 16; the problem LAIN addresses, spec s.1).
 
   - ``category`` (default): a *dormant interest*. The anchor is the user's only behaviour of a category outside
     their interests, each anchored sample with a category of its own; the sample's positive is another item of
-    that category and its negatives are items of categories the user never consumed. Only seeing that one past
-    category tells the click, and category embeddings are well trained, so an attention model can read it. A
-    user has at most half of the categories missing from their history as anchors (the other half are the
-    negatives' categories).
+    that category and its negatives are items of categories the user never consumed. Only seeing that past
+    category tells the click, and category embeddings are well trained, so an attention model can read it. The
+    anchor is a burst of ``anchor_burst`` consecutive behaviours of the category ending at the anchor's age (the
+    bursts of one user do not overlap). A user has at most half of the categories missing from their history
+    as anchors (the other half are the negatives' categories).
   - ``item``: the anchor is an item drawn uniformly from its category, seen once, and the positive re-consumes it
     against other items of that category: only that one item's identity tells the click (the first look of
     issue 16: DIN does not learn to match rarely seen items by identity, so this signal stays unused).
@@ -50,6 +51,7 @@ class LengthShiftConfig:
     anchor_min_age: int = 100
     anchor_max_age: int = 900
     anchor_match: str = "category"
+    anchor_burst: int = 1
 
     def __post_init__(self):
         if not 0 < self.short_length < self.long_length:
@@ -61,6 +63,9 @@ class LengthShiftConfig:
         if self.anchor_match not in ANCHOR_MATCHES:
             raise ValueError(f"length_shift: anchor_match must be one of {ANCHOR_MATCHES}, got "
                              f"{self.anchor_match!r}")
+        if self.anchor_burst < 1 or (self.anchor_burst > 1 and self.anchor_match != "category"):
+            raise ValueError(f"length_shift: anchor_burst must be >= 1 (and 1 unless anchor_match is 'category'), "
+                             f"got {self.anchor_burst} with anchor_match {self.anchor_match!r}")
         for name in ("mix_share", "anchor_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"length_shift: {name} must lie in [0, 1], got {getattr(self, name)}")
@@ -102,7 +107,7 @@ def rewrite(shift: LengthShiftConfig, world, items: np.ndarray, categories: np.n
     if shift.anchor_match == "item":
         absent = _place_item_anchors(world, items, categories, sources, positions, anchored, rng)
     else:
-        anchored, absent = _place_dormant_interests(world, items, categories, sources, positions, anchored, rng)
+        anchored, absent = _place_dormant_interests(shift, world, items, categories, sources, positions, anchored, rng)
     kinds[anchored] = ANCHOR
     return RewrittenUser(items, categories, kinds, absent)
 
@@ -118,17 +123,29 @@ def _place_item_anchors(world, items, categories, sources, positions, anchored, 
     return np.empty(0, dtype=np.int64)
 
 
-def _place_dormant_interests(world, items, categories, sources, positions, anchored, rng):
-    """``anchor_match: category``, in place: anchored samples (at most half as many as categories are missing from
-    the history, chosen at random) each get a missing category of their own, written at their source and at
-    their position with fresh items of it. Returns (anchored (num_samples,) bool, the categories still absent)."""
+def _place_dormant_interests(shift: LengthShiftConfig, world, items, categories, sources, positions, anchored, rng):
+    """``anchor_match: category``, in place: anchored samples (in random order, at most half as many as
+    categories are missing from the history, skipping those whose burst would overlap a kept one or start
+    before the history) each get a missing category of their own, written with fresh items of it over the
+    ``anchor_burst`` behaviours ending at their source and at their position. Returns (anchored
+    (num_samples,) bool, the categories still absent from the history)."""
     missing = rng.permutation(np.setdiff1d(np.arange(world.cfg.num_categories), categories))
-    candidates = np.flatnonzero(anchored)
-    chosen = np.sort(rng.permutation(candidates)[:len(missing) // 2])
+    burst = shift.anchor_burst
+    kept: list = []
+    taken = np.zeros(len(items), dtype=bool)
+    for sample in rng.permutation(np.flatnonzero(anchored)):
+        if len(kept) == len(missing) // 2:
+            break
+        first = sources[sample] - burst + 1
+        if first >= 0 and not taken[first:sources[sample] + 1].any():
+            taken[first:sources[sample] + 1] = True
+            kept.append(sample)
+    chosen = np.sort(np.array(kept, dtype=np.int64))
     dormant = missing[:len(chosen)]
-    for where in (sources[chosen], positions[chosen]):
-        categories[where] = dormant
-        items[where] = world.items_of(dormant, rng)
+    bursts = (sources[chosen, None] - np.arange(burst)[::-1]).ravel()
+    for where, of in ((bursts, np.repeat(dormant, burst)), (positions[chosen], dormant)):
+        categories[where] = of
+        items[where] = world.items_of(of, rng)
     anchored = np.zeros_like(anchored)
     anchored[chosen] = True
     return anchored, missing[len(chosen):]
