@@ -16,7 +16,7 @@ shaped attention (issue 16; the problem LAIN addresses, spec s.1).
     as anchors (the other half are the negatives' categories).
   - ``item``: the anchor is an item drawn uniformly from its category, seen once, and the positive re-consumes it
     against other items of that category: only that one item's identity tells the click (the first look of
-    issue 16: DIN does not learn to match rarely seen items by identity, so this signal stays unused).
+    issue 16: with it DIN's long-history AUC stayed flat from max_len 50 to 500).
 * **Short users** (``L <= short_length``): a share ``mix_share`` of their behaviours copy the category of a
   uniformly drawn earlier behaviour (a Polya urn) with a fresh item of it, and the negatives of their samples come
   from the categories of their history drawn uniformly: the click depends on the overall mix of the history (how
