@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lainctr.data import synthetic
+from lainctr.data.dataset import load_dataset
 from lainctr.data.length_shift import LengthShiftConfig
 from lainctr.data.store import read_info
 
@@ -179,6 +180,17 @@ def test_length_shift_knobs_from_the_builder_arguments(tmp_path):
     folder = synthetic.build(str(tmp_path / "y"), "tiny", length_shift={"anchor_share": 0.7}, show_progress=False)
     assert read_info(folder)["generator"]["length_shift"]["anchor_share"] == 0.7
     assert synthetic.PRESETS["demo_lengthshift"] == replace(synthetic.PRESETS["demo"], length_shift=LengthShiftConfig())
+
+
+def test_generator_knobs_from_the_builder_arguments(tmp_path):
+    for bad in ({"num_categorys": 40}, {"seed": 1}, {"length_shift": {}}):
+        with pytest.raises(ValueError, match=r"generator: unknown key\(s\)"):
+            synthetic.resolve_config("tiny", generator=bad)
+    folder = synthetic.build(str(tmp_path / "z"), "tiny", generator={"num_categories": 40, "items_per_category": 50},
+                             show_progress=False)
+    generated, item_table = read_info(folder)["generator"], load_dataset(folder).item_table
+    assert (generated["num_categories"], generated["items_per_category"]) == (40, 50)
+    assert len(item_table["cate_id"]) == 40 * 50 + 1 and item_table["cate_id"].max() == 40
 
 
 def test_dormant_interest_bursts_are_consecutive():

@@ -269,14 +269,22 @@ def length_statistics(lengths: np.ndarray, sample_seq_len: np.ndarray, boundarie
             "sample_share": (samples / samples.sum()).round(4).tolist()}
 
 
-def resolve_config(preset: str = "tiny", seed: int = 2026,
-                   length_shift: Optional[Dict[str, Any]] = None) -> SyntheticConfig:
-    """The generator config of a preset, a seed and ``length_shift`` knobs of the length-shift mechanism
+def resolve_config(preset: str = "tiny", seed: int = 2026, length_shift: Optional[Dict[str, Any]] = None,
+                   generator: Optional[Dict[str, Any]] = None) -> SyntheticConfig:
+    """The generator config of a preset, a seed, ``generator`` values of the preset's scalar knobs (e.g.
+    ``{num_categories: 200}``) and ``length_shift`` knobs of the length-shift mechanism
     (:class:`~lainctr.data.length_shift.LengthShiftConfig`) over the preset's own (switching it on for a preset
     without it), e.g. ``{anchor_share: 0.7}`` in a dataset's ``builder_args``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown synthetic preset '{preset}'; choose from {sorted(PRESETS)}")
     cfg = replace(PRESETS[preset], seed=seed)
+    if generator is not None:
+        scalar = set(SyntheticConfig.__dataclass_fields__) - {"seed", "time", "length_shift"}
+        unknown = sorted(set(generator) - scalar)
+        if unknown:
+            raise ValueError(f"generator: unknown key(s) {unknown}; valid: {sorted(scalar)} (seed and "
+                             f"length_shift are builder_args of their own)")
+        cfg = replace(cfg, **generator)
     if length_shift is not None:
         known = set(LengthShiftConfig.__dataclass_fields__)
         unknown = sorted(set(length_shift) - known)
@@ -287,9 +295,10 @@ def resolve_config(preset: str = "tiny", seed: int = 2026,
 
 
 def build(data_dir: str, preset: str = "tiny", seed: int = 2026, dataset_id: str = "synthetic",
-          show_progress: bool = True, length_shift: Optional[Dict[str, Any]] = None) -> str:
+          show_progress: bool = True, length_shift: Optional[Dict[str, Any]] = None,
+          generator: Optional[Dict[str, Any]] = None) -> str:
     """Generate the config of :func:`resolve_config` and write it as a dataset folder (atomically)."""
-    cfg = resolve_config(preset, seed, length_shift)
+    cfg = resolve_config(preset, seed, length_shift, generator)
     return write_synthetic(data_dir, cfg, preset, dataset_id, generate(cfg, show_progress=show_progress))
 
 
