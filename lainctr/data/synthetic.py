@@ -269,6 +269,13 @@ def length_statistics(lengths: np.ndarray, sample_seq_len: np.ndarray, boundarie
             "sample_share": (samples / samples.sum()).round(4).tolist()}
 
 
+def _check_knobs(name: str, knobs: Dict[str, Any], valid: set, hint: str = "") -> None:
+    """Raises ValueError naming the keys of the ``name`` block of ``builder_args`` outside ``valid``."""
+    unknown = sorted(set(knobs) - valid)
+    if unknown:
+        raise ValueError(f"{name}: unknown key(s) {unknown}; valid: {sorted(valid)}{hint}")
+
+
 def resolve_config(preset: str = "tiny", seed: int = 2026, length_shift: Optional[Dict[str, Any]] = None,
                    generator: Optional[Dict[str, Any]] = None) -> SyntheticConfig:
     """The generator config of a preset, a seed, ``generator`` values of the preset's scalar knobs (e.g.
@@ -280,16 +287,10 @@ def resolve_config(preset: str = "tiny", seed: int = 2026, length_shift: Optiona
     cfg = replace(PRESETS[preset], seed=seed)
     if generator is not None:
         scalar = set(SyntheticConfig.__dataclass_fields__) - {"seed", "time", "length_shift"}
-        unknown = sorted(set(generator) - scalar)
-        if unknown:
-            raise ValueError(f"generator: unknown key(s) {unknown}; valid: {sorted(scalar)} (seed and "
-                             f"length_shift are builder_args of their own)")
+        _check_knobs("generator", generator, scalar, " (seed and length_shift are builder_args of their own)")
         cfg = replace(cfg, **generator)
     if length_shift is not None:
-        known = set(LengthShiftConfig.__dataclass_fields__)
-        unknown = sorted(set(length_shift) - known)
-        if unknown:
-            raise ValueError(f"length_shift: unknown key(s) {unknown}; valid: {sorted(known)}")
+        _check_knobs("length_shift", length_shift, set(LengthShiftConfig.__dataclass_fields__))
         cfg = replace(cfg, length_shift=replace(cfg.length_shift or LengthShiftConfig(), **length_shift))
     return cfg
 

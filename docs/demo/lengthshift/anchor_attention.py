@@ -5,8 +5,8 @@ the mean score of the anchored positives and of their negatives, and the same we
 
     python docs/demo/lengthshift/anchor_attention.py <run_dir> [<run_dir> ...]
 
-Needs a branch whose attention is laid out like the history window (DIN, DIEN's interest attention, TWIN's
-top-k read back onto the window is not: its support is the retrieved set).
+Needs a long branch whose attention is laid out like the history window (DIN's is; TWIN's and SIM's are over
+their retrieved top-k, and the script stops with an error for them).
 """
 import os
 import sys
