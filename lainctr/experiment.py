@@ -97,11 +97,12 @@ def _code_commit() -> str:
 
 
 def _versions() -> Dict[str, Any]:
-    """What a run's numbers depend on besides params and data: code, libraries, and the intra-op thread count
-    (float reductions split over threads round differently, so metrics repeat exactly only at the same count)."""
+    """What a run's numbers depend on besides params and data: code, libraries, the intra-op thread count and the
+    CPU kernels torch picked (float reductions round differently over another number of threads and in AVX2 and
+    AVX-512 kernels, so metrics repeat exactly only where both are the same)."""
     return {"lainctr": __version__, "commit": _code_commit(), "fuxictr": fuxictr.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _setup_logging(log_file: str, verbose: int, append: bool = False) -> None:

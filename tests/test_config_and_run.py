@@ -141,6 +141,7 @@ def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
                           capture_output=True, text=True).stdout.strip()
     assert json.loads(rows[0]["versions"])["commit"].split("+")[0] == head  # the code that made the row
     assert json.loads(rows[0]["versions"])["torch_threads"] == torch.get_num_threads()
+    assert json.loads(rows[0]["versions"])["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert run_expid.main(args + ["--ablation", "wo_prompts"]) == 0
     with open(results) as fd:
         ablation = list(csv.DictReader(fd))[-1]
