@@ -25,7 +25,7 @@ SETTINGS = {"DIEN": dict(max_len=16),             # its export unrolls every GRU
             "SIM": dict(topk=8), "TWIN": dict(topk=8, use_cross_bias=True, num_heads=2),
             "SparseCTR": dict(model_dim=24, num_heads=2, num_layers=2, num_chunks=4, local_window=8),
             "DiffuMIN": dict(sample_steps=2, diffusion_steps=50, denoiser_layers=1, short_layers=1, noise_bank_size=64)}
-SERVE_ROWS, SERVE_MAX_LEN = 37, 40        # another batch size and history width than the export's (16 x 60)
+SERVE_ROWS, SERVE_MAX_LEN = 37, 40        # another batch size and history width than the export's (16 x max_len)
 
 
 def built(name, feature_map, model_kwargs, dataset):
