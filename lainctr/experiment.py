@@ -85,13 +85,16 @@ def load_feature_map(dataset_id: str, data_dir: str, params: Dict[str, Any]) -> 
 
 
 def _code_commit() -> str:
-    """The zoo's git commit (``+dirty`` with uncommitted changes), or '' outside a git checkout."""
+    """The zoo's git commit, ``+dirty`` when a tracked file outside ``docs/`` has uncommitted changes, or '' outside
+    a git checkout. ``docs/`` holds no code but the kept results a study appends to as it runs (e.g.
+    docs/demo/study/results.csv), which must not mark that study's own later rows dirty."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", zoo_root(), *args], capture_output=True, text=True,
                               check=True).stdout.strip()
     try:
         commit = git("rev-parse", "--short=12", "HEAD")
-        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs")
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return ""
 

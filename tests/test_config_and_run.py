@@ -283,3 +283,29 @@ def test_user_expids_join_the_zoo_and_inherit_from_a_zoo_expid(tmp_path, data_ro
     assert run_expid.main(["--expid", "SIM_hard_mine", "--config", config_dir, "--data_root", str(data_root)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "hard_search_feature 'genre'" in err and "item_id" in err and "cate_id" in err
+
+
+def test_code_commit_is_dirty_for_code_changes_but_not_for_kept_results_under_docs(tmp_path, monkeypatch):
+    """A study appends to its kept results under docs/ as it runs: that must not mark its later rows' commit
+    '+dirty'; a change to any other tracked file must."""
+    from lainctr.experiment import _code_commit
+    repo = tmp_path / "zoo"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "lainctr").mkdir()
+    (repo / "docs" / "results.csv").write_text("a\n")
+    (repo / "lainctr" / "model.py").write_text("x = 1\n")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    monkeypatch.setenv("LAINCTR_ZOO_ROOT", str(repo))
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (repo / "docs" / "results.csv").write_text("a\nb\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    assert _code_commit() == head
+    (repo / "lainctr" / "model.py").write_text("x = 2\n")
+    assert _code_commit() == head + "+dirty"
