@@ -8,8 +8,8 @@
    over all backbones (test numbers are never used to choose);
 3. **sweeps**: the max_len sweep (:mod:`lainctr.sweep`) of each of ``--sweep_backbones`` (DIN, TWIN) and its
    LAIN variant with the better preset, at ``--sweep_seeds`` (3);
-4. **ablations**: the ablation (spec s.6) of every ``_LAIN`` model with the better preset, at
-   ``--ablation_seeds`` (3);
+4. **ablations**: the ablation (spec s.6) of every ``_LAIN`` model of ``--ablation_backbones`` (default: all
+   of the study's) with the better preset, at ``--ablation_seeds`` (3);
 5. **leaderboard**: ``<out>/results_demo.csv`` (a copy of the grid's results) and the leaderboard report with
    the paired bootstrap intervals, into ``--out``.
 
@@ -49,6 +49,7 @@ class StudyConfig:
     out: str = os.path.join("docs", "demo")
     work: str = ""
     models: Optional[Sequence[str]] = field(default=None)   # backbones (default: every one with a _LAIN variant)
+    ablation_backbones: Optional[Sequence[str]] = None      # whose LAIN variant is ablated (default: all models)
 
     @property
     def work_dir(self) -> str:
@@ -70,9 +71,10 @@ def lain_backbones() -> List[str]:
 def study_expids(config: StudyConfig) -> Dict[str, Tuple[str, str]]:
     """``{backbone: (backbone expid, LAIN expid)}`` on the study's dataset."""
     backbones = list(config.models or lain_backbones())
-    missing = sorted(set(config.sweep_backbones) - set(backbones))
-    if missing:
-        raise ConfigError(f"study: sweep backbone(s) {missing} are not among the study's models {backbones}")
+    for stage, chosen in (("sweep", config.sweep_backbones), ("ablation", config.ablation_backbones or ())):
+        missing = sorted(set(chosen) - set(backbones))
+        if missing:
+            raise ConfigError(f"study: {stage} backbone(s) {missing} are not among the study's models {backbones}")
     pairs = {m: (f"{m}_{BASE_DATASET}", f"{m}_LAIN_{BASE_DATASET}") for m in backbones}
     if config.config_dir is None:
         return pairs
@@ -108,10 +110,15 @@ def better_preset(results_file: str, presets: Sequence[str]) -> Tuple[str, Dict[
     return max(means, key=lambda p: (means[p], -list(presets).index(p))), means
 
 
+def ablated_models(config: StudyConfig, expids: Dict[str, Tuple[str, str]]) -> List[str]:
+    """The LAIN expids stage 4 ablates: those of ``config.ablation_backbones``, else of every study model."""
+    return [expids[m][1] for m in (config.ablation_backbones or expids)]
+
+
 def plan_ablations(config: StudyConfig, expids: Dict[str, Tuple[str, str]], preset: str) -> List[PlannedRun]:
-    """Stage 4: every variant of every LAIN model at every ablation seed, with ``preset``."""
+    """Stage 4: every variant of every ablated LAIN model at every ablation seed, with ``preset``."""
     from .tuner import plan_ablation
-    return [run for _, lain in expids.values()
+    return [run for lain in ablated_models(config, expids)
             for run in plan_ablation(lain, config.ablation_seeds, config_dir=config.config_dir, lain_preset=preset,
                                      results_file=os.path.join(config.work_dir, f"ablation_{lain}.csv")).runs]
 
@@ -160,7 +167,7 @@ def run_study(config: StudyConfig, runner: Optional[Runner] = None, gpu: int = -
         run_sweep(expids[model][1], config.sweep_max_lens, config.sweep_seeds, preset, runner=runner,
                   results_file=os.path.join(config.work_dir, f"sweep_{model}.csv"), out=out, gpu=gpu,
                   data_root=data_root, config_dir=config.config_dir)
-    for _, lain in expids.values():
+    for lain in ablated_models(config, expids):
         run_ablation(lain, config.ablation_seeds, runner=runner, gpu=gpu, data_root=data_root,
                      config_dir=config.config_dir, results_file=os.path.join(config.work_dir, f"ablation_{lain}.csv"),
                      out=out, resume=True, lain_preset=preset)

@@ -507,6 +507,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     study.add_argument("--max_len", type=int, nargs="+", default=list(defaults.sweep_max_lens), help="of the sweeps")
     study.add_argument("--sweep_backbones", nargs="+", default=list(defaults.sweep_backbones))
     study.add_argument("--models", nargs="+", default=None, help="backbones (default: every one with a _LAIN variant)")
+    study.add_argument("--ablation_backbones", nargs="+", default=None,
+                       help="backbones whose LAIN variant is ablated (default: all of --models)")
     study.add_argument("--out", default=defaults.out, help="folder of the report (default docs/demo)")
     study.add_argument("--work", default="", help="folder of the results files (default results/study/<dataset_id>)")
     study.add_argument("--dry-run", action="store_true", help="list the runs only")
@@ -528,7 +530,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1 if result["failed"] else 0
         if args.command == "study":
             config = StudyConfig(args.dataset_id, args.seeds, args.sweep_seeds, args.ablation_seeds, args.max_len,
-                                 args.sweep_backbones, out=args.out, work=args.work, models=args.models)
+                                 args.sweep_backbones, out=args.out, work=args.work, models=args.models,
+                                 ablation_backbones=args.ablation_backbones)
             if args.dry_run:
                 print("\n".join(study_dry_run(config)))
             else:

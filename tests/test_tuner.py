@@ -334,6 +334,14 @@ def test_study_dry_run_lists_every_run(capsys):
     assert tuner.main(["study", "--dry-run", "--models", "DIN", "--sweep_backbones", "DIN", "--seeds", "1", "--sweep_seeds", "1",
                        "--ablation_seeds", "1", "--max_len", "50", "200"]) == 0
     assert capsys.readouterr().out.startswith("study on synthetic: 15 runs (3 grid, 4 sweeps, 8 ablations)")
+    assert tuner.main(["study", "--dry-run", "--models", "DIN", "TWIN", "--ablation_backbones", "TWIN", "--seeds", "1",
+                       "--sweep_seeds", "1", "--ablation_seeds", "1", "--max_len", "50", "200"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("study on synthetic: 22 runs (6 grid, 8 sweeps, 8 ablations)")
+    ablated = {line.split()[0] for line in listing.splitlines() if "tag=ablation:" in line}
+    assert ablated == {"TWIN_LAIN_synthetic"}
+    assert tuner.main(["study", "--dry-run", "--models", "DIN", "TWIN", "--ablation_backbones", "SIM"]) == 2
+    assert "study: ablation backbone(s) ['SIM'] are not among the study's models ['DIN', 'TWIN']" in capsys.readouterr().err
 
 
 def test_study_runs_its_stages_and_picks_the_preset_on_validation(tmp_path):
