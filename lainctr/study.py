@@ -5,7 +5,10 @@
 1. **grid**: every zoo model that has a ``_LAIN`` variant, as backbone, LAIN ``lean`` and LAIN ``paper``, at
    every seed of ``--seeds`` (default 5), into ``<work>/results.csv``;
 2. **preset**: the better preset, chosen on the *validation* split: the higher mean paired relative AUC gain
-   over all backbones (test numbers are never used to choose);
+   over all backbones (test numbers are never used to choose). The choice is made once and recorded in
+   ``<work>/preset.json`` (with the gains and backbones it was made on); a later run of the study (continued,
+   or with more models) reads it back instead of choosing again, so the sweeps and ablations already made keep
+   their preset;
 3. **sweeps**: the max_len sweep (:mod:`lainctr.sweep`) of each of ``--sweep_backbones`` (DIN, TWIN) and its
    LAIN variant with the better preset, at ``--sweep_seeds`` (3);
 4. **ablations**: the ablation (spec s.6) of every ``_LAIN`` model of ``--ablation_backbones`` (default: all
@@ -19,13 +22,14 @@ The expids are the zoo's ``<Model>_synthetic`` ones; ``--dataset_id`` runs them 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .analysis import aggregate
-from .atomic import write_atomically
+from .atomic import write_atomically, write_text_atomically
 from .config import ConfigError
 from .lain_presets import LAIN_PRESETS
 from .paths import zoo_path
@@ -115,6 +119,42 @@ def ablated_models(config: StudyConfig, expids: Dict[str, Tuple[str, str]]) -> L
     return [expids[m][1] for m in (config.ablation_backbones or expids)]
 
 
+PRESET_RECORD = "preset.json"
+
+
+def recorded_preset(config: StudyConfig) -> Optional[Dict[str, Any]]:
+    """The choice of stage 2 recorded in ``<work>/preset.json`` ({"preset", "valid_auc_gain_pct", "backbones"}),
+    or None before it was made.
+
+    Raises:
+        ConfigError: the record is unreadable or names a preset the study does not compare.
+    """
+    path = os.path.join(config.work_dir, PRESET_RECORD)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+        preset = record["preset"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: not a preset record ({error!r}); delete it to choose the preset again") from None
+    if preset not in config.presets:
+        raise ConfigError(f"{path}: preset {preset!r} is not among the study's presets {list(config.presets)}; "
+                          "delete it to choose again")
+    return record
+
+
+def choose_preset(config: StudyConfig, grid_results: str) -> Tuple[str, Dict[str, Any]]:
+    """Stage 2: (preset, its record); the recorded choice if there is one, else :func:`better_preset` over
+    ``grid_results``, recorded (atomically) before it is returned."""
+    record = recorded_preset(config)
+    if record is None:
+        preset, gains = better_preset(grid_results, config.presets)
+        record = {"preset": preset, "valid_auc_gain_pct": gains, "backbones": list(study_expids(config))}
+        write_text_atomically(os.path.join(config.work_dir, PRESET_RECORD), json.dumps(record, indent=2) + "\n")
+    return str(record["preset"]), record
+
+
 def plan_ablations(config: StudyConfig, expids: Dict[str, Tuple[str, str]], preset: str) -> List[PlannedRun]:
     """Stage 4: every variant of every ablated LAIN model at every ablation seed, with ``preset``."""
     from .tuner import plan_ablation
@@ -134,12 +174,17 @@ def plan_sweeps(config: StudyConfig, expids: Dict[str, Tuple[str, str]], preset:
 def dry_run(config: StudyConfig) -> List[str]:
     """The listing of every run of the study, stage by stage (printed by ``--dry-run``)."""
     expids = study_expids(config)
-    grid, sweeps, ablations = (plan_grid(config, expids), plan_sweeps(config, expids, CHOSEN),
-                               plan_ablations(config, expids, CHOSEN))
+    record = recorded_preset(config)
+    chosen = CHOSEN if record is None else str(record["preset"])
+    grid, sweeps, ablations = (plan_grid(config, expids), plan_sweeps(config, expids, chosen),
+                               plan_ablations(config, expids, chosen))
+    choice = (f"2. {CHOSEN}: of {list(config.presets)}, the higher mean validation AUC gain over the backbones"
+              if record is None else f"2. preset {chosen}, recorded in {os.path.join(config.work_dir, PRESET_RECORD)}"
+              f" (mean validation AUC gain, %: {record.get('valid_auc_gain_pct')}, over {record.get('backbones')})")
     lines = [f"study on {config.dataset_id}: {len(grid) + len(sweeps) + len(ablations)} runs "
              f"({len(grid)} grid, {len(sweeps)} sweeps, {len(ablations)} ablations)",
              f"1. grid ({len(grid)} runs)", *[f"  {r.describe()}" for r in grid],
-             f"2. {CHOSEN}: of {list(config.presets)}, the higher mean validation AUC gain over the backbones",
+             choice,
              f"3. sweeps ({len(sweeps)} runs)", *[f"  {r.describe()}" for r in sweeps],
              f"4. ablations ({len(ablations)} runs)", *[f"  {r.describe()}" for r in ablations],
              f"5. leaderboard report with paired bootstrap intervals -> {zoo_path(config.out)}"]
@@ -158,8 +203,10 @@ def run_study(config: StudyConfig, runner: Optional[Runner] = None, gpu: int = -
     print(f"1. grid on {config.dataset_id}", flush=True)
     grid = plan_grid(config, expids)
     execute(grid, runner, gpu, data_root, workers)
-    preset, preset_gains = better_preset(grid[0].results_file, config.presets)
-    print(f"2. better preset: {preset} (mean validation AUC gain over the backbones, %: {preset_gains})", flush=True)
+    preset, record = choose_preset(config, grid[0].results_file)
+    preset_gains = record.get("valid_auc_gain_pct")
+    print(f"2. better preset: {preset} (mean validation AUC gain, %: {preset_gains}, over {record.get('backbones')}; "
+          f"recorded in {os.path.join(config.work_dir, PRESET_RECORD)})", flush=True)
     print(f"3./4. sweeps of {list(config.sweep_backbones)} and ablations ({preset})", flush=True)
     execute(plan_sweeps(config, expids, preset) + plan_ablations(config, expids, preset), runner, gpu, data_root,
             workers)

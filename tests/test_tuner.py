@@ -12,6 +12,7 @@ from lainctr import config as config_lib
 from lainctr import tuner
 from lainctr.analysis import ablation_overrides, infer_variant
 from lainctr.analysis.ablation import ablation_tag, variant_of_tag
+from lainctr.config import ConfigError
 from lainctr.layers.lain import LAINConfig
 from lainctr.results import append_result
 
@@ -361,3 +362,30 @@ def test_study_runs_its_stages_and_picks_the_preset_on_validation(tmp_path):
     markdown = (docs / "leaderboard.md").read_text()
     assert "DIN_LAIN_synthetic (paper)" in markdown and "No interval for DIN_LAIN_synthetic @200" in markdown
     assert run_study(config, runner=_fake_trainer(calls))["preset"] == "paper" and len(calls) == 18   # all skipped
+
+
+def test_study_records_its_preset_choice_and_keeps_it_when_continued(tmp_path):
+    """Stage 2 chooses once: a continued study (here with a second model) reads preset.json back instead of
+    choosing again, so the sweeps and ablations keep one preset; a broken record is a clear error."""
+    from lainctr.study import StudyConfig, dry_run, run_study
+    calls = []
+    base = dict(seeds=(1,), sweep_seeds=(1,), ablation_seeds=(1,), sweep_max_lens=(50,), sweep_backbones=("DIN",),
+                out=str(tmp_path / "docs"), work=str(tmp_path / "work"))
+    run_study(StudyConfig(**base, models=("DIN",)), runner=_fake_trainer(calls))
+    record_file = tmp_path / "work" / "preset.json"
+    record = json.loads(record_file.read_text())
+    assert record["preset"] == "paper" and record["backbones"] == ["DIN"] and record["valid_auc_gain_pct"]["paper"] > 0
+    record_file.write_text(json.dumps({**record, "preset": "lean"}))     # as if lean had been chosen back then
+    two = StudyConfig(**base, models=("DIN", "TWIN"))
+    assert "2. preset lean, recorded in" in "\n".join(dry_run(two))
+    before = len(calls)
+    assert run_study(two, runner=_fake_trainer(calls))["preset"] == "lean"
+    new = calls[before:]
+    assert {c[0] for c in new[:3]} == {"TWIN_synthetic", "TWIN_LAIN_synthetic"}          # TWIN's grid first
+    assert {c[3] for c in new[3:] if c[0].endswith("_LAIN_synthetic")} == {"lean"}       # then lean everywhere
+    record_file.write_text("{not json")
+    with pytest.raises(ConfigError, match="preset.json: not a preset record"):
+        run_study(two, runner=_fake_trainer(calls))
+    record_file.write_text(json.dumps({"preset": "huge"}))
+    with pytest.raises(ConfigError, match="preset 'huge' is not among the study's presets"):
+        dry_run(two)
