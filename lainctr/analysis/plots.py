@@ -3,7 +3,6 @@ bucket, training curves from the runs' history files."""
 from __future__ import annotations
 
 import math
-import os
 from typing import Dict, List, Optional, Sequence
 
 import matplotlib
@@ -58,11 +57,10 @@ def plot_bucket_bars(summary: pd.DataFrame, path: str, metric: str = "AUC", spli
     if metric in ("AUC", "gAUC") and lows and np.isfinite(np.nanmin(lows)):
         axis.set_ylim(max(0.0, np.nanmin(lows) - 0.02), None)  # differences are small: do not start at 0
     axis.set_title(title or f"{split} {metric} by length bucket")
-    axis.legend(fontsize=7, loc="best")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)   # beside: never on a bar
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png", bbox_inches="tight"))
     plt.close(figure)
     return path
 
@@ -93,8 +91,7 @@ def plot_training_curves(curves: Dict[str, List[dict]], path: str, title: Option
     axes[0][0].legend(fontsize=7)
     figure.suptitle(title or "training curves")
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     plt.close(figure)
     return path
 
