@@ -38,6 +38,7 @@ from .sweep import SWEEP_MAX_LENS, run_sweep
 
 BASE_DATASET = "synthetic"    # the zoo's demo expids are <Model>_synthetic
 CHOSEN = "<better preset>"    # stands for the preset step 2 picks, in a dry run's listing
+PRESET_RECORD = "preset.json"  # stage 2's recorded choice, in the study's work folder
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class StudyConfig:
     @property
     def work_dir(self) -> str:
         return zoo_path(self.work or os.path.join("results", "study", self.dataset_id))
+
+    @property
+    def preset_file(self) -> str:
+        """Where stage 2 records its choice: ``<work>/preset.json``."""
+        return os.path.join(self.work_dir, PRESET_RECORD)
 
     @property
     def config_dir(self) -> Optional[str]:
@@ -119,9 +125,6 @@ def ablated_models(config: StudyConfig, expids: Dict[str, Tuple[str, str]]) -> L
     return [expids[m][1] for m in (config.ablation_backbones or expids)]
 
 
-PRESET_RECORD = "preset.json"
-
-
 def recorded_preset(config: StudyConfig) -> Optional[Dict[str, Any]]:
     """The choice of stage 2 recorded in ``<work>/preset.json`` ({"preset", "valid_auc_gain_pct", "backbones"}),
     or None before it was made.
@@ -129,7 +132,7 @@ def recorded_preset(config: StudyConfig) -> Optional[Dict[str, Any]]:
     Raises:
         ConfigError: the record is unreadable or names a preset the study does not compare.
     """
-    path = os.path.join(config.work_dir, PRESET_RECORD)
+    path = config.preset_file
     if not os.path.exists(path):
         return None
     try:
@@ -151,7 +154,7 @@ def choose_preset(config: StudyConfig, grid_results: str) -> Tuple[str, Dict[str
     if record is None:
         preset, gains = better_preset(grid_results, config.presets)
         record = {"preset": preset, "valid_auc_gain_pct": gains, "backbones": list(study_expids(config))}
-        write_text_atomically(os.path.join(config.work_dir, PRESET_RECORD), json.dumps(record, indent=2) + "\n")
+        write_text_atomically(config.preset_file, json.dumps(record, indent=2) + "\n")
     return str(record["preset"]), record
 
 
@@ -179,7 +182,7 @@ def dry_run(config: StudyConfig) -> List[str]:
     grid, sweeps, ablations = (plan_grid(config, expids), plan_sweeps(config, expids, chosen),
                                plan_ablations(config, expids, chosen))
     choice = (f"2. {CHOSEN}: of {list(config.presets)}, the higher mean validation AUC gain over the backbones"
-              if record is None else f"2. preset {chosen}, recorded in {os.path.join(config.work_dir, PRESET_RECORD)}"
+              if record is None else f"2. preset {chosen}, recorded in {config.preset_file}"
               f" (mean validation AUC gain, %: {record.get('valid_auc_gain_pct')}, over {record.get('backbones')})")
     lines = [f"study on {config.dataset_id}: {len(grid) + len(sweeps) + len(ablations)} runs "
              f"({len(grid)} grid, {len(sweeps)} sweeps, {len(ablations)} ablations)",
@@ -206,7 +209,7 @@ def run_study(config: StudyConfig, runner: Optional[Runner] = None, gpu: int = -
     preset, record = choose_preset(config, grid[0].results_file)
     preset_gains = record.get("valid_auc_gain_pct")
     print(f"2. better preset: {preset} (mean validation AUC gain, %: {preset_gains}, over {record.get('backbones')}; "
-          f"recorded in {os.path.join(config.work_dir, PRESET_RECORD)})", flush=True)
+          f"recorded in {config.preset_file})", flush=True)
     print(f"3./4. sweeps of {list(config.sweep_backbones)} and ablations ({preset})", flush=True)
     execute(plan_sweeps(config, expids, preset) + plan_ablations(config, expids, preset), runner, gpu, data_root,
             workers)
