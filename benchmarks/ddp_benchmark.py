@@ -31,18 +31,32 @@ configure_cpu_runtime()
 
 
 def worker(args) -> None:
-    """One rank of one cell: time ``args.steps`` train steps; rank 0 prints the cell's JSON line."""
+    """One rank of one cell: time ``args.steps`` train steps; rank 0 prints the cell's JSON line.
+
+    The process group is left only after :func:`measure` has returned: its DDP wrapper holds gloo's backend, and
+    a backend outliving ``destroy_process_group`` could abort its rank when the other rank exited."""
+    import torch
+
+    from lainctr.distributed import init_from_environment, leave_process_group
+
+    torch.set_num_threads(args.threads)
+    group = init_from_environment(args.gpu)
+    result = measure(args, group)
+    if group.is_writer:
+        print(json.dumps(result), flush=True)
+    leave_process_group()
+
+
+def measure(args, group) -> dict:
+    """Samples/s over ``args.steps`` train steps after ``args.warmup``, and this rank's peak memory."""
     import torch
     from benchmark import build_ours, peak_rss_mb
 
     from lainctr import config
     from lainctr.data.dataset import load_dataset
     from lainctr.data.loader import SequenceBatchLoader
-    from lainctr.distributed import init_from_environment, leave_process_group
     from lainctr.experiment import load_feature_map
 
-    torch.set_num_threads(args.threads)
-    group = init_from_environment(args.gpu)
     gpu = int(os.environ.get("LOCAL_RANK", "0")) if args.gpu >= 0 else -1
     params = config.load_config(f"{args.model}_synthetic")
     params.update(max_len=args.max_len, batch_size=args.batch_size, verbose=0, model_root=tempfile.mkdtemp())
@@ -64,12 +78,10 @@ def worker(args) -> None:
         torch.cuda.synchronize()
     group.barrier()
     seconds = time.perf_counter() - start
-    if group.is_writer:
-        out = {"samples_per_s": args.steps * args.batch_size / seconds, "peak_rss_mb": peak_rss_mb()}
-        if trainer.device.type == "cuda":
-            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2 ** 20
-        print(json.dumps(out), flush=True)
-    leave_process_group()
+    out = {"samples_per_s": args.steps * args.batch_size / seconds, "peak_rss_mb": peak_rss_mb()}
+    if trainer.device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2 ** 20
+    return out
 
 
 def run_cell(args, model: str, nproc: int, data: str) -> dict:
@@ -81,7 +93,7 @@ def run_cell(args, model: str, nproc: int, data: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=os.path.dirname(HERE))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"{model} with {nproc} process(es) failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{model} with {nproc} process(es) failed:\n{done.stderr[-8000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -8,6 +8,7 @@ into the split's order, and whether this rank is the one that writes files.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Dict, Sequence
@@ -102,6 +103,10 @@ def init_from_environment(gpu: int) -> ProcessGroup:
 
 def leave_process_group() -> None:
     """Leave torchrun's process group, if this process joined one, before the interpreter exits: a rank whose
-    gloo threads were still alive at exit could abort ("terminate called without an active exception")."""
+    gloo threads were still alive at exit could abort ("terminate called without an active exception").
+
+    Call it once the trainer is gone: a DDP wrapper holds the backend, which outlives ``destroy_process_group``
+    while the wrapper lives. Wrappers left only in reference cycles are collected here first."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
