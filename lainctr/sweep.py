@@ -8,7 +8,10 @@ there (same expid, seed, max_len, LAIN preset) are skipped, so an interrupted sw
 Writes ``sweep_<backbone expid>[_<preset>].{md,csv,png}`` under ``--out``. The paper's observation O1 reads:
 the backbone's short-history AUC falls as max_len grows while its long-history AUC rises; the Markdown says
 whether these runs show it (last max_len against the first, or for the short bucket against the first that
-holds every short history).
+holds every short history), with the 95 % paired bootstrap interval over test users of both changes (the same
+model at two max_len on the same test set, paired by seed, from the runs' kept predictions; as the leaderboard's
+intervals, :mod:`lainctr.analysis.bootstrap`): "significant" when the short change's interval lies below 0 and
+the long one's above.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import pandas as pd
 
 from . import config as config_lib
 from .analysis import aggregate
+from .analysis.bootstrap import BootstrapSettings
 from .atomic import write_atomically, write_text_atomically
 from .lain_presets import DEFAULT_PRESET
 from .paths import zoo_path
@@ -80,11 +84,14 @@ def _buckets(table: pd.DataFrame, metric: str, split: str = "test") -> List[str]
     return sorted(found, key=aggregate.bucket_order)
 
 
-def observation(table: pd.DataFrame, role: str = BACKBONE) -> Optional[Dict[str, Any]]:
+def observation(table: pd.DataFrame, role: str = BACKBONE, runs: Optional[pd.DataFrame] = None,
+                intervals: Optional[BootstrapSettings] = None,
+                search_dirs: Sequence[str] = ()) -> Optional[Dict[str, Any]]:
     """The paper's O1 in ``role``'s rows: long-history (last bucket) test AUC at the smallest and the largest
     max_len; short-history (first bucket) test AUC from the smallest max_len that holds every short history
     (below it their histories are cut, which lowers their AUC for another reason) to the largest; ``appears`` =
-    the short one falls and the long one rises. None with fewer than two max_len or buckets."""
+    the short one falls and the long one rises (in the seed means). With ``runs`` (the table's results rows) and
+    ``intervals``, also :func:`change_intervals`. None with fewer than two max_len or buckets."""
     rows = table[table["role"] == role].sort_values("max_len")
     buckets = _buckets(table, "AUC")
     if rows["max_len"].nunique() < 2 or len(buckets) < 2:
@@ -97,7 +104,51 @@ def observation(table: pd.DataFrame, role: str = BACKBONE) -> Optional[Dict[str,
            "short_from_max_len": int(short_first["max_len"]), "to_max_len": int(last["max_len"]),
            "short": (short_first[short], last[short]), "long": (first[long], last[long])}
     out["appears"] = bool(last[short] < short_first[short] and last[long] > first[long])
+    if runs is not None and intervals is not None:
+        out.update(change_intervals(runs, rows, out, intervals, search_dirs))
     return out
+
+
+def change_intervals(runs: pd.DataFrame, rows: pd.DataFrame, seen: Dict[str, Any], settings: BootstrapSettings,
+                     search_dirs: Sequence[str]) -> Dict[str, Any]:
+    """The two changes of :func:`observation` ``seen`` as paired relative changes of test AUC in % (mean over
+    the seeds both max_len ran): ``short_change`` and ``long_change``, each (change, interval low, high);
+    ``significant`` (short's interval below 0, long's above); ``interval_note`` why intervals are missing."""
+    out: Dict[str, Any] = {}
+    notes = []
+    for name, bucket, start in (("short", seen["short_bucket"], seen["short_from_max_len"]),
+                                ("long", seen["long_bucket"], seen["from_max_len"])):
+        before, after = (aggregate.group_runs(runs, rows[rows["max_len"] == m].iloc[0])
+                         for m in (start, seen["to_max_len"]))
+        seeds = sorted(set(before["seed"].dropna()) & set(after["seed"].dropna()))
+        column = f"test_AUC@{bucket}"
+        before_by_seed, after_by_seed = (group.groupby("seed")[column].last() for group in (before, after))
+        changes = [aggregate.relative_gain(after_by_seed[s], before_by_seed[s]) for s in seeds]
+        bounds, note = aggregate.paired_run_intervals(after, before, seeds, "test", [bucket], settings, search_dirs)
+        low, high = bounds.get(("AUC", bucket), (math.nan, math.nan))
+        out[f"{name}_change"] = (sum(changes) / len(changes) if changes else math.nan, low, high)
+        notes += [note] if note else []
+    out["significant"] = bool(out["short_change"][2] < 0 and out["long_change"][1] > 0)
+    out["interval_note"] = "; ".join(dict.fromkeys(notes))
+    return out
+
+
+def _change(change: Tuple[float, float, float]) -> str:
+    from .leaderboard import format_gain, format_interval
+    gain, low, high = change
+    interval = "" if math.isnan(low) else " " + format_interval(low, high, low > 0 or high < 0)
+    return f"{format_gain(gain)}{interval}"
+
+
+def _verdict(seen: Dict[str, Any]) -> str:
+    if not seen["appears"]:
+        return "does not appear"
+    if "significant" not in seen:
+        return "appears in the seed means (no intervals computed)"
+    if seen["interval_note"]:
+        return f"appears in the seed means (no intervals: {seen['interval_note']})"
+    return ("appears, both changes significant" if seen["significant"]
+            else "appears in the seed means, but not significantly (an interval includes 0)")
 
 
 def _cell(row: pd.Series, column: str) -> str:
@@ -105,7 +156,10 @@ def _cell(row: pd.Series, column: str) -> str:
     return format_mean_std(row.get(f"{column}_mean", math.nan), row.get(f"{column}_std", math.nan))
 
 
-def sweep_markdown(title: str, table: pd.DataFrame, results_file: str, plot: Optional[str]) -> str:
+def sweep_markdown(title: str, table: pd.DataFrame, results_file: str, plot: Optional[str],
+                   runs: Optional[pd.DataFrame] = None, intervals: Optional[BootstrapSettings] = None) -> str:
+    """The sweep's tables, the observation of each role (with ``runs`` and ``intervals``: its paired
+    intervals, predictions looked up beside ``results_file``), the plot and where the runs are."""
     from .leaderboard import markdown_table
     lines = [f"# max_len sweep: {title}", "",
              "Test split, mean ± std over seeds; buckets by the untruncated history length; Gini of the long "
@@ -119,16 +173,22 @@ def sweep_markdown(title: str, table: pd.DataFrame, results_file: str, plot: Opt
                  *[_cell(row, f"test_{metric}@{b}") for b in buckets]] for _, row in table.iterrows()]
         lines += [f"## {label} per length bucket", "",
                   markdown_table(["max_len", "model", "n", *(["all"] if overall else []), *buckets], rows), ""]
+    search_dirs = [os.path.dirname(os.path.abspath(results_file))]
     for role in (BACKBONE, LAIN):
-        seen = observation(table, role)
+        seen = observation(table, role, runs, intervals, search_dirs)
         if seen is None:
             continue
+        short_change, long_change = ((f" ({_change(seen[k])})" if k in seen else "") for k in ("short_change",
+                                                                                              "long_change"))
         lines.append(f"{role}: short-history ({seen['short_bucket']}) test AUC {seen['short'][0]:.4f} at max_len "
-                     f"{seen['short_from_max_len']} -> {seen['short'][1]:.4f} at {seen['to_max_len']}; long-history "
-                     f"({seen['long_bucket']}) {seen['long'][0]:.4f} at {seen['from_max_len']} -> "
-                     f"{seen['long'][1]:.4f}. The paper's "
-                     f"observation (short falls, long rises) {'appears' if seen['appears'] else 'does not appear'}.")
+                     f"{seen['short_from_max_len']} -> {seen['short'][1]:.4f} at {seen['to_max_len']}{short_change}; "
+                     f"long-history ({seen['long_bucket']}) {seen['long'][0]:.4f} at {seen['from_max_len']} -> "
+                     f"{seen['long'][1]:.4f}{long_change}. The paper's observation (short falls, long rises) "
+                     f"{_verdict(seen)}.")
         lines.append("")
+    if intervals is not None:
+        lines += ["Changes: paired relative change of test AUC in % (mean over seeds), with its 95 % paired bootstrap "
+                  f"interval over test users ({intervals.replicates} replicates; `*`: the interval excludes 0).", ""]
     if plot:
         lines += [f"![{title}]({plot})", ""]
     lines.append(f"Runs: `{results_file}`")
@@ -139,11 +199,13 @@ def run_sweep(expid: str, max_lens: Sequence[int] = SWEEP_MAX_LENS, seeds: Seque
               lain_preset: Optional[str] = None, backbone_only: bool = False, runner: Optional[Runner] = None,
               results_file: Optional[str] = None, out: str = "reports", dataset_id: Optional[str] = None,
               gpu: int = -1, data_root: Optional[str] = None, dry_run: bool = False,
-              config_dir: Optional[str] = None, workers: int = 1) -> Optional[pd.DataFrame]:
+              config_dir: Optional[str] = None, workers: int = 1,
+              intervals: Optional[BootstrapSettings] = BootstrapSettings()) -> Optional[pd.DataFrame]:
     """Run (skipping what ``results_file`` holds) and tabulate the sweep of ``expid`` (backbone or LAIN expid,
     defined in the zoo or ``config_dir``); ``dataset_id`` runs both zoo expids on another dataset;
-    ``backbone_only`` trains the backbone alone; ``workers``: runs at once (see :func:`lainctr.run_plan.execute`).
-    Returns the table (None for ``dry_run``, which prints the runs)."""
+    ``backbone_only`` trains the backbone alone; ``workers``: runs at once (see :func:`lainctr.run_plan.execute`);
+    ``intervals``: the observation's bootstrap (None: none). Returns the table (None for ``dry_run``, which
+    prints the runs)."""
     if dataset_id and config_dir:
         raise config_lib.ConfigError("sweep: give dataset_id (zoo expids on another dataset) or config_dir, not both")
     backbone, lain = sweep_pair(expid, config_dir)
@@ -162,15 +224,15 @@ def run_sweep(expid: str, max_lens: Sequence[int] = SWEEP_MAX_LENS, seeds: Seque
             print(f"  {run.describe()}")
         return None
     execute(runs, runner, gpu, data_root, workers)
-    table = sweep_table(aggregate.load_results([results_file]), backbone, None if backbone_only else lain, preset,
-                        max_lens)
+    results = aggregate.load_results([results_file])
+    table = sweep_table(results, backbone, None if backbone_only else lain, preset, max_lens)
     out = zoo_path(out)
     stem = os.path.join(out, f"sweep_{backbone}" + ("" if backbone_only or preset == DEFAULT_PRESET else f"_{preset}"))
     from .analysis import plots
     plot = plots.plot_length_sweep(table, stem + ".png", f"{backbone} vs max_len")
     write_atomically(stem + ".csv", lambda tmp: table.to_csv(tmp, index=False))
     markdown = sweep_markdown(backbone + ("" if backbone_only else f" and {lain} ({preset})"), table, results_file,
-                              os.path.basename(plot) if plot else None)
+                              os.path.basename(plot) if plot else None, results, intervals)
     write_text_atomically(stem + ".md", markdown)
     print(markdown)
     print(f"wrote {stem}.md, {stem}.csv" + (f", {plot}" if plot else "") + f"; runs in {results_file}")

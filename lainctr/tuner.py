@@ -49,6 +49,7 @@ from .analysis.ablation import (
     infer_variant,
     variant_of_tag,
 )
+from .analysis.bootstrap import BootstrapSettings
 from .analysis.stats import mean_std
 from .errors import USER_ERRORS, CommandLineParser
 from .lain_presets import LAIN_PRESETS
@@ -497,6 +498,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sweep.add_argument("--results", default=None, help="results CSV (default results/sweep/<backbone expid>.csv)")
     sweep.add_argument("--out", default="reports", help="folder of the sweep table and plot")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs only")
+    sweep.add_argument("--bootstrap", type=int, default=BootstrapSettings.replicates,
+                       help="replicates of the paired user bootstrap of the observation's changes (0: none)")
     study = commands.add_parser("study", help="the demo study of issue 16 (grid, preset, sweeps, ablations, "
                                               "leaderboard); see lainctr/study.py")
     defaults = StudyConfig()
@@ -540,7 +543,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "sweep":
             run_sweep(args.expid, args.max_len, args.seeds, args.lain_preset, args.backbone_only,
                       results_file=args.results, out=args.out, dataset_id=args.dataset_id, gpu=args.gpu,
-                      data_root=args.data_root, dry_run=args.dry_run, workers=args.workers)
+                      data_root=args.data_root, dry_run=args.dry_run, workers=args.workers,
+                      intervals=BootstrapSettings(args.bootstrap) if args.bootstrap > 0 else None)
             return 0
         run_ablation(args.expid, args.seeds, args.variants, gpu=args.gpu, data_root=args.data_root,
                      config_dir=args.config, results_file=args.results, out=args.out, rebuild=args.rebuild,

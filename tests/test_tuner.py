@@ -270,9 +270,10 @@ def test_sweep_trains_both_models_at_every_max_len_and_skips_what_is_there(tmp_p
     assert list(table["role"]) == ["backbone", "LAIN"] * 3
     markdown = (tmp_path / "out" / "sweep_DIN_synthetic_paper.md").read_text()
     # short users from max_len 200 (the first >= 100 that holds their histories), long ones from 50
-    assert "backbone: short-history (0-100) test AUC 0.7440 at max_len 200 -> 0.7370 at 1000; long-history " \
-        "(200-inf) 0.7800 at 50 -> 0.7930" in markdown
-    assert "observation (short falls, long rises) appears" in markdown and "## attention Gini per length bucket" in markdown
+    assert "backbone: short-history (0-100) test AUC 0.7440 at max_len 200 -> 0.7370 at 1000 (-0.94%); long-history " \
+        "(200-inf) 0.7800 at 50 -> 0.7930 (+1.67%)" in markdown
+    assert "observation (short falls, long rises) appears in the seed means (no intervals: no test predictions of " \
+        "DIN_synthetic (seed 1, 2))" in markdown and "## attention Gini per length bucket" in markdown
     assert (tmp_path / "out" / "sweep_DIN_synthetic_paper.png").stat().st_size > 0
     assert len(pd.read_csv(tmp_path / "out" / "sweep_DIN_synthetic_paper.csv")) == 6
     tuner.run_sweep("DIN_synthetic", [50, 200, 1000, 500], [1, 2], "paper", runner=_fake_trainer(calls),
@@ -281,6 +282,59 @@ def test_sweep_trains_both_models_at_every_max_len_and_skips_what_is_there(tmp_p
     tuner.run_sweep("DIN_synthetic", [50, 100], [3], backbone_only=True, runner=_fake_trainer(calls),
                     results_file=results, out=out)
     assert [(c[0], c[1]) for c in calls[16:]] == [("DIN_synthetic", 50), ("DIN_synthetic", 100)]
+
+
+def _trainer_with_predictions(calls, folder, short_falls: bool):
+    """A run_experiment stand-in that writes test predictions: 150 short (history 50) and 150 long (history 500)
+    users, 8 samples each, the same labels in every run; the long users' scores sharpen with max_len, the short
+    users' blur with it when ``short_falls`` (else they are the same at every max_len). Its bucket AUCs are
+    computed from those predictions."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from lainctr.analysis.predictions import write_predictions
+
+    users = np.repeat(np.arange(300), 8)
+    history = np.where(users < 150, 50, 500)
+    labels = np.random.default_rng(0).random(len(users)) < 0.3
+
+    def run_experiment(expid, config_dir=None, gpu=-1, data_root=None, overrides=None, results_file=None, tag=None):
+        params = {**config_lib.load_config(expid, config_dir), **overrides}
+        max_len, seed = int(params["max_len"]), int(params["seed"])
+        calls.append((expid, max_len, seed))
+        step = math.log10(max_len / 50)
+        noise = np.random.default_rng(seed).normal(size=len(users))
+        blur = np.where(history < 100, 1.0 + (1.5 * step if short_falls else 0.0), 2.0 - 0.6 * step)
+        score = 1 / (1 + np.exp(-(2.0 * labels - 1 + blur * noise)))
+        path = os.path.join(folder, f"{expid}_{max_len}_{seed}.npz")
+        write_predictions(path, {"y_pred": score, "y_true": labels, "group": users, "history_length": history})
+        row = {"run_id": f"r{len(calls)}", "expid": expid, "dataset_id": params["dataset_id"], "model": params["model"],
+               "backbone": params["model"], "lain": False, "seed": seed, "max_len": max_len, "tag": tag or "",
+               "predictions_file": path, "test_AUC": roc_auc_score(labels, score)}
+        for bucket, rows in (("0-100", history < 100), ("200-inf", history >= 200)):
+            row[f"test_AUC@{bucket}"] = roc_auc_score(labels[rows], score[rows])
+        append_result(results_file, row)
+        return row
+    return run_experiment
+
+
+@pytest.mark.parametrize("short_falls", [True, False])
+def test_sweep_observation_has_paired_bootstrap_intervals(tmp_path, short_falls):
+    calls = []
+    tuner.run_sweep("DIN_synthetic", [100, 1000], [1, 2], backbone_only=True,
+                    runner=_trainer_with_predictions(calls, str(tmp_path), short_falls),
+                    results_file=str(tmp_path / "sweep.csv"), out=str(tmp_path / "out"))
+    markdown = (tmp_path / "out" / "sweep_DIN_synthetic.md").read_text()
+    line = next(x for x in markdown.splitlines() if x.startswith("backbone: "))
+    short, long = re.findall(r"\(([+-]\d+\.\d\d)% \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]%( \*)?\)", line)
+    assert float(long[1]) > 0 and long[3] == " *"                  # long users' AUC rises, significantly
+    if short_falls:
+        assert float(short[2]) < 0 and short[3] == " *"
+        assert line.endswith("appears, both changes significant.")
+    else:                                                           # the same short predictions: no change at all
+        assert short[:3] == ("+0.00", "+0.00", "+0.00") and short[3] == ""
+        assert line.endswith("does not appear.")
+    assert "paired bootstrap interval over test users (1000 replicates" in markdown
 
 
 def test_sweep_on_another_dataset_and_its_errors(tmp_path, capsys):

@@ -192,7 +192,8 @@ def relative_gain(lain: float, base: float) -> float:
     return (lain - base) / base * 100.0 if base not in (0, None) and not math.isnan(base) else math.nan
 
 
-def _group_runs(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+def group_runs(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The rows of ``runs`` in the group of the :func:`summarize` row ``row``."""
     mask = np.ones(len(runs), bool)
     for key in GROUP_KEYS:
         same = runs[key].isna() if pd.isna(row[key]) else (runs[key] == row[key]).fillna(False)
@@ -225,11 +226,11 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
     rows = []
     for lain_index, base_index in find_pairs(summary):
         lain_row, base_row = summary.loc[lain_index], summary.loc[base_index]
-        lain_runs, base_runs = _group_runs(runs, lain_row), _group_runs(runs, base_row)
+        lain_runs, base_runs = group_runs(runs, lain_row), group_runs(runs, base_row)
         common = sorted(set(lain_runs["seed"].dropna()) & set(base_runs["seed"].dropna()))
         columns = [c for c in metric_columns(runs, split) if metric_parts(c)[1] in metrics
                    and not pd.isna(lain_row[f"{c}_mean"]) and not pd.isna(base_row[f"{c}_mean"])]
-        bounds, note = ({}, "") if intervals is None else _pair_intervals(
+        bounds, note = ({}, "") if intervals is None else paired_run_intervals(
             lain_runs, base_runs, common, split, sorted({metric_parts(c)[2] for c in columns}), intervals, search_dirs)
         for column in columns:
             _, metric, bucket = metric_parts(column)
@@ -254,10 +255,12 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
-def _pair_intervals(lain_runs: pd.DataFrame, base_runs: pd.DataFrame, seeds: Sequence[int], split: str,
-                    buckets: Sequence[str], settings: BootstrapSettings,
-                    search_dirs: Sequence[str]) -> Tuple[Dict[Tuple[str, str], Tuple[float, float]], str]:
-    """(bootstrap intervals by (metric, bucket), "") of one LAIN-backbone pair, or ({}, why there are none)."""
+def paired_run_intervals(treated_runs: pd.DataFrame, reference_runs: pd.DataFrame, seeds: Sequence[int], split: str,
+                         buckets: Sequence[str], settings: BootstrapSettings,
+                         search_dirs: Sequence[str]) -> Tuple[Dict[Tuple[str, str], Tuple[float, float]], str]:
+    """(bootstrap intervals by (metric, bucket), "") of the relative gain of ``treated_runs`` over
+    ``reference_runs`` (a LAIN variant over its backbone, a model at one max_len over itself at another), paired
+    by ``seeds`` (the latest row of each), or ({}, why there are none)."""
     if split != "test":
         return {}, "intervals on the test split only (the runs keep their test predictions)"
     if not seeds:
@@ -266,14 +269,14 @@ def _pair_intervals(lain_runs: pd.DataFrame, base_runs: pd.DataFrame, seeds: Seq
     missing: Dict[str, List[str]] = {}
     for seed in seeds:
         files: List[Optional[str]] = []
-        for group in (lain_runs, base_runs):
+        for group in (treated_runs, reference_runs):
             row = group[group["seed"] == seed].iloc[-1]
             files.append(find_predictions(row, search_dirs))
-            if files[-1] is None:
-                missing.setdefault(str(row["expid"]), []).append(str(seed))
-        lain_file, base_file = files
-        if lain_file is not None and base_file is not None:
-            pairs.append((read_predictions(lain_file), read_predictions(base_file)))
+            if files[-1] is None and str(seed) not in missing.setdefault(str(row["expid"]), []):
+                missing[str(row["expid"])].append(str(seed))
+        treated_file, reference_file = files
+        if treated_file is not None and reference_file is not None:
+            pairs.append((read_predictions(treated_file), read_predictions(reference_file)))
     if missing:
         return {}, "no test predictions of " + "; ".join(f"{e} (seed {', '.join(s)})" for e, s in missing.items())
     try:
