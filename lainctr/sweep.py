@@ -147,8 +147,12 @@ def _verdict(seen: Dict[str, Any]) -> str:
         return "appears in the seed means (no intervals computed)"
     if seen["interval_note"]:
         return f"appears in the seed means (no intervals: {seen['interval_note']})"
-    return ("appears, both changes significant" if seen["significant"]
-            else "appears in the seed means, but not significantly (an interval includes 0)")
+    if seen["significant"]:
+        return "appears, both changes significant"
+    unclear = [name for name, includes_zero in (("short fall", seen["short_change"][2] >= 0),
+                                                ("long rise", seen["long_change"][1] <= 0)) if includes_zero]
+    return f"appears in the seed means, but not significantly (the interval of the {' and the '.join(unclear)} " \
+           "includes 0)"
 
 
 def _cell(row: pd.Series, column: str) -> str:

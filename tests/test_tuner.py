@@ -284,11 +284,11 @@ def test_sweep_trains_both_models_at_every_max_len_and_skips_what_is_there(tmp_p
     assert [(c[0], c[1]) for c in calls[16:]] == [("DIN_synthetic", 50), ("DIN_synthetic", 100)]
 
 
-def _trainer_with_predictions(calls, folder, short_falls: bool):
+def _trainer_with_predictions(calls, folder, short_blur: float, short_jitter: float = 0.0):
     """A run_experiment stand-in that writes test predictions: 150 short (history 50) and 150 long (history 500)
     users, 8 samples each, the same labels in every run; the long users' scores sharpen with max_len, the short
-    users' blur with it when ``short_falls`` (else they are the same at every max_len). Its bucket AUCs are
-    computed from those predictions."""
+    users' blur by ``short_blur`` per decade of max_len, plus noise of std ``short_jitter`` drawn anew for each
+    run (both 0: the same at every max_len). Its bucket AUCs are computed from those predictions."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
@@ -304,8 +304,9 @@ def _trainer_with_predictions(calls, folder, short_falls: bool):
         calls.append((expid, max_len, seed))
         step = math.log10(max_len / 50)
         noise = np.random.default_rng(seed).normal(size=len(users))
-        blur = np.where(history < 100, 1.0 + (1.5 * step if short_falls else 0.0), 2.0 - 0.6 * step)
-        score = 1 / (1 + np.exp(-(2.0 * labels - 1 + blur * noise)))
+        blur = np.where(history < 100, 1.0 + short_blur * step, 2.0 - 0.6 * step)
+        jitter = np.where(history < 100, short_jitter, 0.0) * np.random.default_rng([seed, max_len]).normal(size=len(users))
+        score = 1 / (1 + np.exp(-(2.0 * labels - 1 + blur * noise + jitter)))
         path = os.path.join(folder, f"{expid}_{max_len}_{seed}.npz")
         write_predictions(path, {"y_pred": score, "y_true": labels, "group": users, "history_length": history})
         row = {"run_id": f"r{len(calls)}", "expid": expid, "dataset_id": params["dataset_id"], "model": params["model"],
@@ -318,19 +319,23 @@ def _trainer_with_predictions(calls, folder, short_falls: bool):
     return run_experiment
 
 
-@pytest.mark.parametrize("short_falls", [True, False])
-def test_sweep_observation_has_paired_bootstrap_intervals(tmp_path, short_falls):
+@pytest.mark.parametrize("short_blur, short_jitter", [(1.5, 0.0), (0.02, 1.0), (0.0, 0.0)])
+def test_sweep_observation_has_paired_bootstrap_intervals(tmp_path, short_blur, short_jitter):
     calls = []
     tuner.run_sweep("DIN_synthetic", [100, 1000], [1, 2], backbone_only=True,
-                    runner=_trainer_with_predictions(calls, str(tmp_path), short_falls),
+                    runner=_trainer_with_predictions(calls, str(tmp_path), short_blur, short_jitter),
                     results_file=str(tmp_path / "sweep.csv"), out=str(tmp_path / "out"))
     markdown = (tmp_path / "out" / "sweep_DIN_synthetic.md").read_text()
     line = next(x for x in markdown.splitlines() if x.startswith("backbone: "))
     short, long = re.findall(r"\(([+-]\d+\.\d\d)% \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]%( \*)?\)", line)
     assert float(long[1]) > 0 and long[3] == " *"                  # long users' AUC rises, significantly
-    if short_falls:
+    if short_blur == 1.5:
         assert float(short[2]) < 0 and short[3] == " *"
         assert line.endswith("appears, both changes significant.")
+    elif short_jitter:                                              # a fall within the runs' noise
+        assert float(short[0]) < 0 < float(short[2]) and short[3] == ""
+        assert line.endswith("appears in the seed means, but not significantly (the interval of the short fall "
+                             "includes 0).")
     else:                                                           # the same short predictions: no change at all
         assert short[:3] == ("+0.00", "+0.00", "+0.00") and short[3] == ""
         assert line.endswith("does not appear.")
