@@ -23,6 +23,7 @@ from . import config as config_lib
 from .analysis.predictions import PREDICTIONS_FILE, write_predictions
 from .analysis.summary import run_summary
 from .atomic import write_atomically
+from .cpu_kernels import kernel_fingerprint
 from .data import store
 from .data.builders import BUILDERS, setting_differences
 from .data.dataset import load_dataset
@@ -100,12 +101,14 @@ def _code_commit() -> str:
 
 
 def _versions() -> Dict[str, Any]:
-    """What a run's numbers depend on besides params and data: code, libraries, the intra-op thread count and the
-    CPU kernels torch picked (float reductions round differently over another number of threads and in AVX2 and
-    AVX-512 kernels, so metrics repeat exactly only where both are the same)."""
+    """What a run's numbers depend on besides params and data: code, libraries, the intra-op thread count, the
+    CPU kernels torch picked and how they round (float reductions round differently over another number of threads,
+    in AVX2 and AVX-512 kernels and on other CPU models, so metrics repeat exactly only where ``torch_threads``
+    and ``cpu_kernels`` are the same)."""
     return {"lainctr": __version__, "commit": _code_commit(), "fuxictr": fuxictr.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_kernels": kernel_fingerprint()}
 
 
 def _setup_logging(log_file: str, verbose: int, append: bool = False) -> None:

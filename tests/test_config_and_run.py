@@ -13,6 +13,7 @@ import torch
 import run_expid
 from lainctr import config, metrics
 from lainctr.analysis.predictions import read_predictions
+from lainctr.cpu_kernels import kernel_fingerprint
 from lainctr.experiment import DatasetStaleError, ensure_dataset, run_experiment
 from lainctr.models import model_keys
 
@@ -142,6 +143,7 @@ def test_run_expid_appends_rows_and_same_seed_same_metrics(tmp_path, data_root):
     assert json.loads(rows[0]["versions"])["commit"].split("+")[0] == head  # the code that made the row
     assert json.loads(rows[0]["versions"])["torch_threads"] == torch.get_num_threads()
     assert json.loads(rows[0]["versions"])["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert json.loads(rows[0]["versions"])["cpu_kernels"] == kernel_fingerprint()
     assert run_expid.main(args + ["--ablation", "wo_prompts"]) == 0
     with open(results) as fd:
         ablation = list(csv.DictReader(fd))[-1]

@@ -14,7 +14,9 @@ import json
 
 import pytest
 import torch
-from regression.record import FIXTURE, MODELS, RECORDED, THREADS, kernel_fingerprint, numpy_major_minor, run_tiny
+from regression.record import FIXTURE, MODELS, RECORDED, THREADS, numpy_major_minor, run_tiny
+
+from lainctr.cpu_kernels import kernel_fingerprint
 
 with open(FIXTURE) as _fd:
     RECORD = json.load(_fd)

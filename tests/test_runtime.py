@@ -8,6 +8,7 @@ import sys
 import pytest
 from model_checks import build_model
 
+from lainctr.cpu_kernels import kernel_fingerprint
 from lainctr.trainer import Trainer
 
 PROBE = ("import os, sys; from lainctr.runtime import configure_cpu_runtime; "
@@ -41,3 +42,14 @@ def test_adam_uses_the_fused_kernel(optimizer, fused, feature_map, model_kwargs,
     loss = trainer.train_step(tiny_batch, 0, 1)                          # the (fused) step runs
     assert any(not bool((p == b).all()) for p, b in zip(model.parameters(), before))
     assert math.isfinite(loss)
+
+
+def test_kernel_fingerprint_repeats_and_leaves_the_global_rng_alone():
+    import re
+
+    import torch
+    state = torch.get_rng_state()
+    first = kernel_fingerprint()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert kernel_fingerprint() == first
+    assert re.fullmatch(rf"{torch.backends.cpu.get_cpu_capability()}-[0-9a-f]{{12}}", first)
