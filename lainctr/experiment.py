@@ -100,12 +100,15 @@ def _code_commit() -> str:
         return ""
 
 
+IMPORTED_CODE_COMMIT = _code_commit()   # what this process runs: a long-lived one keeps the code it imported
+
+
 def _versions() -> Dict[str, Any]:
     """What a run's numbers depend on besides params and data: code, libraries, the intra-op thread count, the
     CPU kernels torch picked and how they round (float reductions round differently over another number of threads,
     in AVX2 and AVX-512 kernels and on other CPU models, so metrics repeat exactly only where ``torch_threads``
     and ``cpu_kernels`` are the same)."""
-    return {"lainctr": __version__, "commit": _code_commit(), "fuxictr": fuxictr.__version__,
+    return {"lainctr": __version__, "commit": IMPORTED_CODE_COMMIT, "fuxictr": fuxictr.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_kernels": kernel_fingerprint()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -104,7 +105,9 @@ def execute(runs: Sequence[PlannedRun], runner: Optional[Runner] = None, gpu: in
     """Make the :func:`pending_runs` of ``runs``; returns (run, its results row) in plan order.
 
     ``workers`` > 1 makes that many runs at once, each in a process of its own (spawned: no torch state is
-    inherited) with :func:`threads_per_worker` torch threads: on a CPU, N one-thread runs finish sooner than
+    inherited; on Python >= 3.11 a new process for every run, which imports the code as it is when the run
+    starts, as a separate ``run_expid.py`` would) with :func:`threads_per_worker` torch threads; a line per
+    finished run says how many are done. On a CPU, N one-thread runs finish sooner than
     N runs one after the other with N threads each (float reductions round by thread count, and every row
     records it). ``runner`` must then be picklable (a module-level function). The results file takes
     concurrent appends (it is locked). The first failed run stops the plan: the runs not yet started are
@@ -138,23 +141,28 @@ def _start_worker(threads: int) -> None:
 def _execute_in_workers(pending: Sequence[PlannedRun], runner: Runner, gpu: int, data_root: Optional[str],
                         workers: int) -> List[Tuple[PlannedRun, Dict[str, Any]]]:
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     threads = threads_per_worker(workers)
     print(f"  {len(pending)} runs, {workers} at a time, {threads} torch thread(s) each", flush=True)
     rows: List[Optional[Dict[str, Any]]] = [None] * len(pending)
+    fresh_process_per_run: Dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+    started, done = time.monotonic(), 0
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads,), **fresh_process_per_run) as pool:
         futures = {}
         for index, run in enumerate(pending):
             futures[pool.submit(runner, run.expid, **_run_arguments(run, gpu, data_root))] = index
         remaining = set(futures)
         while remaining:
-            finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
             failed = [f for f in finished if f.exception() is not None]
             for future in finished:
                 if future.exception() is None:
                     rows[futures[future]] = future.result()
-                    print(f"  done {pending[futures[future]].describe()}", flush=True)
+                    done += 1
+                    minutes = (time.monotonic() - started) / 60
+                    print(f"  done {done}/{len(pending)}: {pending[futures[future]].describe()} "
+                          f"({minutes:.1f} min since the first started)", flush=True)
             if failed:
                 for future in remaining:
                     future.cancel()

@@ -311,3 +311,32 @@ def test_code_commit_is_dirty_for_code_changes_but_not_for_kept_results_under_do
     assert _code_commit() == head
     (repo / "lainctr" / "model.py").write_text("x = 2\n")
     assert _code_commit() == head + "+dirty"
+
+
+def test_rows_name_the_commit_of_the_code_the_process_imported(tmp_path):
+    """A study's worker that imported the code, then saw a commit land, still runs the old code: its rows say so."""
+    repo = tmp_path / "zoo"
+    repo.mkdir()
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+    (repo / "model.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "imported")
+    script = textwrap.dedent(f"""
+        import subprocess
+        from lainctr import experiment
+        with open({str(repo / "model.py")!r}, "w") as fd:
+            fd.write("x = 2\\n")
+        subprocess.run(["git", "-C", {str(repo)!r}, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                        "-am", "landed later"], check=True)
+        print(experiment._versions()["commit"], experiment._code_commit())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={**os.environ, "LAINCTR_ZOO_ROOT": str(repo)}, cwd=os.path.dirname(run_expid.__file__))
+    in_row, now = done.stdout.split()
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%h", "--abbrev=12"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert (in_row, now) == (log[1], log[0])
