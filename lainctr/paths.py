@@ -26,6 +26,13 @@ def zoo_path(path: str) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(zoo_root(), path))
 
 
+def zoo_relative(path: str) -> str:
+    """``path`` relative to the zoo when it lies inside it, else as given: how reports name files, so that a
+    committed report does not name the folders of the machine that wrote it."""
+    relative = os.path.relpath(os.path.abspath(path), zoo_root())
+    return path if relative.startswith(os.pardir) else relative
+
+
 def data_root(override: Optional[str] = None) -> str:
     """Root of all dataset folders: ``--data_root``, else $LAINCTR_DATA_ROOT, else ``<zoo>/data``."""
     return os.path.abspath(override or os.environ.get(DATA_ROOT_ENV) or os.path.join(zoo_root(), "data"))

@@ -26,7 +26,7 @@ from .analysis import aggregate
 from .analysis.bootstrap import BootstrapSettings
 from .atomic import write_atomically, write_text_atomically
 from .lain_presets import DEFAULT_PRESET
-from .paths import zoo_path
+from .paths import zoo_path, zoo_relative
 from .run_plan import PlannedRun, Runner, execute, rebase_on_dataset
 
 SWEEP_MAX_LENS = (50, 100, 200, 500, 1000)
@@ -195,7 +195,7 @@ def sweep_markdown(title: str, table: pd.DataFrame, results_file: str, plot: Opt
                   f"interval over test users ({intervals.replicates} replicates; `*`: the interval excludes 0).", ""]
     if plot:
         lines += [f"![{title}]({plot})", ""]
-    lines.append(f"Runs: `{results_file}`")
+    lines.append(f"Runs: `{zoo_relative(results_file)}`")
     return "\n".join(lines) + "\n"
 
 

@@ -54,7 +54,7 @@ from .analysis.stats import mean_std
 from .errors import USER_ERRORS, CommandLineParser
 from .lain_presets import LAIN_PRESETS
 from .metrics import DEFAULT_METRICS
-from .paths import zoo_path
+from .paths import zoo_path, zoo_relative
 from .run_plan import PlannedRun, Runner, default_runner, execute, preset_of
 from .runtime import configure_cpu_runtime
 from .study import StudyConfig, run_study
@@ -459,7 +459,7 @@ def ablation_markdown(expid: str, table: pd.DataFrame, results_file: str = "") -
     lines.append(_markdown(["variant", "n", "AUC", "ΔAUC", "logloss", "Δlogloss", "gAUC", "paper AUC",
                             "paper ΔAUC", "paper logloss", "paper Δlogloss"], rows))
     if results_file:
-        lines += ["", f"Runs: `{results_file}`"]
+        lines += ["", f"Runs: `{zoo_relative(results_file)}`"]
     return "\n".join(lines) + "\n"
 
 

@@ -340,6 +340,14 @@ def test_sweep_observation_has_paired_bootstrap_intervals(tmp_path, short_blur, 
         assert short[:3] == ("+0.00", "+0.00", "+0.00") and short[3] == ""
         assert line.endswith("does not appear.")
     assert "paired bootstrap interval over test users (1000 replicates" in markdown
+    assert f"Runs: `{tmp_path / 'sweep.csv'}`" in markdown                     # outside the zoo: as given
+
+
+def test_reports_name_files_inside_the_zoo_relative_to_it(tmp_path, monkeypatch):
+    from lainctr.paths import zoo_relative
+    monkeypatch.setenv("LAINCTR_ZOO_ROOT", str(tmp_path / "zoo"))
+    assert zoo_relative(str(tmp_path / "zoo" / "docs" / "demo" / "sweep.csv")) == os.path.join("docs", "demo", "sweep.csv")
+    assert zoo_relative(str(tmp_path / "elsewhere.csv")) == str(tmp_path / "elsewhere.csv")
 
 
 def test_sweep_on_another_dataset_and_its_errors(tmp_path, capsys):
