@@ -46,6 +46,7 @@ from .analysis.ablation import (
     ablation_overrides,
     ablation_table,
     ablation_tag,
+    add_ablation_intervals,
     infer_variant,
     variant_of_tag,
 )
@@ -379,7 +380,7 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
                  runner: Optional[Runner] = None, gpu: int = -1, data_root: Optional[str] = None,
                  config_dir: Optional[str] = None, results_file: Optional[str] = None, out: str = "reports",
                  rebuild: bool = False, resume: bool = False, lain_preset: Optional[str] = None,
-                 workers: int = 1) -> pd.DataFrame:
+                 workers: int = 1, intervals: Optional[BootstrapSettings] = BootstrapSettings()) -> pd.DataFrame:
     """Run (or with ``rebuild`` only re-tabulate) the ablation of ``expid``; returns the table.
 
     Writes ``<out>/ablation_<expid>.{md,csv}`` and the sidecar ``<out>/ablation_<expid>_runs.csv``
@@ -387,7 +388,8 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     ``results/ablation/<expid>.csv``, so the main leaderboard is not mixed with ablation runs).
     ``lain_preset``: the size preset of every variant (default: the expid's); one other than the expid's
     adds ``_<preset>`` to the file names, and only rows of that preset are tabulated. ``workers``: runs at
-    once (see :func:`lainctr.run_plan.execute`).
+    once (see :func:`lainctr.run_plan.execute`). ``intervals``: the paired user bootstrap of every variant's
+    change from the full model (:func:`lainctr.analysis.ablation.add_ablation_intervals`; None: none).
     """
     if lain_preset:
         _checked_preset(lain_preset, config_lib.load_config(expid, config_dir))
@@ -417,6 +419,8 @@ def run_ablation(expid: str, seeds: Sequence[int], variants: Optional[Sequence[s
     runs["seed"] = pd.to_numeric(runs["seed"]).astype(int)
     paper = ref_lib.paper_ablation(ref_lib.load_reference())
     table = ablation_table(runs, REPORT_METRICS, "test", paper)
+    if intervals is not None:
+        table = add_ablation_intervals(table, runs, intervals, [os.path.dirname(os.path.abspath(plan.results_file))])
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"ablation_{expid}{plan.suffix}")
     runs[["variant", "seed"] + [c for c in ("run_id", "timestamp") if c in runs] +
@@ -444,26 +448,45 @@ def _ablation_rows_from_file(results_file: str, expid: str, model: str, preset: 
 
 
 def ablation_markdown(expid: str, table: pd.DataFrame, results_file: str = "") -> str:
+    from .leaderboard import format_gain, format_interval
+    with_intervals = "delta_AUC_ci_low" in table
     lines = [f"# Ablation: {expid}", "",
-             "Test metrics, mean ± std over seeds; Δ = variant − full, paired over the seeds both ran. The paper "
-             "columns are TWIN on MicroVideo1.7M (unverified against the paper PDF), for direction only.", ""]
+             "Test metrics, mean ± std over seeds; Δ = variant − full, paired over the seeds both ran"
+             + ("; Δ% = the relative change with its 95 % paired bootstrap interval over test users (the runs' kept "
+                "predictions; `*`: the interval excludes 0)" if with_intervals else "")
+             + ". The paper columns are TWIN on MicroVideo1.7M (unverified against the paper PDF), for direction "
+             "only.", ""]
+
+    def relative(r: pd.Series, metric: str) -> str:
+        low, high = r[f"delta_{metric}_ci_low"], r[f"delta_{metric}_ci_high"]
+        return f"{format_gain(r[f'delta_{metric}_pct'])} {format_interval(low, high, low > 0 or high < 0)}".strip()
+
     rows = []
     for _, r in table.iterrows():
         rows.append([LABELS.get(r["variant"], r["variant"]), r["n"],
                      _fmt(r["AUC_mean"], r["AUC_std"]), _fmt(r["delta_AUC"], r["delta_AUC_std"], sign=True),
+                     *([relative(r, "AUC")] if with_intervals else []),
                      _fmt(r["logloss_mean"], r["logloss_std"]),
                      _fmt(r["delta_logloss"], r["delta_logloss_std"], sign=True),
+                     *([relative(r, "logloss")] if with_intervals else []),
                      _fmt(r.get("gAUC_mean", math.nan), r.get("gAUC_std", math.nan)),
                      _fmt(r.get("paper_AUC", math.nan)), _fmt(r.get("paper_delta_AUC", math.nan), sign=True),
                      _fmt(r.get("paper_logloss", math.nan)), _fmt(r.get("paper_delta_logloss", math.nan), sign=True)])
-    lines.append(_markdown(["variant", "n", "AUC", "ΔAUC", "logloss", "Δlogloss", "gAUC", "paper AUC",
+    lines.append(_markdown(["variant", "n", "AUC", "ΔAUC", *(["ΔAUC %"] if with_intervals else []), "logloss",
+                            "Δlogloss", *(["Δlogloss %"] if with_intervals else []), "gAUC", "paper AUC",
                             "paper ΔAUC", "paper logloss", "paper Δlogloss"], rows))
+    notes = sorted({str(n) for n in table.get("ci_note", pd.Series(dtype=str)).dropna() if str(n)})
+    lines += [f"\nNo intervals: {note}." for note in notes]
     if results_file:
         lines += ["", f"Runs: `{zoo_relative(results_file)}`"]
     return "\n".join(lines) + "\n"
 
 
 # ----- command line -----------------------------------------------------------------------------
+def _bootstrap(args) -> Optional[BootstrapSettings]:
+    return BootstrapSettings(args.bootstrap) if args.bootstrap > 0 else None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     configure_cpu_runtime()   # before torch loads (it loads with the first run), as in run_expid.py
     parser = CommandLineParser(prog="python -m lainctr.tuner", description=__doc__)
@@ -498,8 +521,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sweep.add_argument("--results", default=None, help="results CSV (default results/sweep/<backbone expid>.csv)")
     sweep.add_argument("--out", default="reports", help="folder of the sweep table and plot")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs only")
-    sweep.add_argument("--bootstrap", type=int, default=BootstrapSettings.replicates,
-                       help="replicates of the paired user bootstrap of the observation's changes (0: none)")
     study = commands.add_parser("study", help="the demo study of issue 16 (grid, preset, sweeps, ablations, "
                                               "leaderboard); see lainctr/study.py")
     defaults = StudyConfig()
@@ -522,6 +543,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sub.add_argument("--workers", type=int, default=1,
                          help="runs at once, each in a process of its own with the cores shared out as torch "
                               "threads (default 1: one after the other, in this process)")
+    for sub in (ablation, sweep):
+        sub.add_argument("--bootstrap", type=int, default=BootstrapSettings.replicates,
+                         help="replicates of the paired user bootstrap of the changes reported (0: none)")
     for sub in (grid, ablation, sweep):
         sub.add_argument("--lain_preset", default=None, choices=sorted(LAIN_PRESETS),
                          help="size preset of the LAIN models (default: each expid's own)")
@@ -544,11 +568,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_sweep(args.expid, args.max_len, args.seeds, args.lain_preset, args.backbone_only,
                       results_file=args.results, out=args.out, dataset_id=args.dataset_id, gpu=args.gpu,
                       data_root=args.data_root, dry_run=args.dry_run, workers=args.workers,
-                      intervals=BootstrapSettings(args.bootstrap) if args.bootstrap > 0 else None)
+                      intervals=_bootstrap(args))
             return 0
         run_ablation(args.expid, args.seeds, args.variants, gpu=args.gpu, data_root=args.data_root,
                      config_dir=args.config, results_file=args.results, out=args.out, rebuild=args.rebuild,
-                     resume=args.resume, lain_preset=args.lain_preset, workers=args.workers)
+                     resume=args.resume, lain_preset=args.lain_preset, workers=args.workers,
+                     intervals=_bootstrap(args))
         return 0
     except (config_lib.ConfigError,) + USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

@@ -200,12 +200,51 @@ def test_run_ablation_with_fake_runner(tmp_path):
     assert table.loc["wo_qk", "paper_delta_AUC"] == pytest.approx(-0.0038)
     assert math.isnan(table.loc["wo_sle", "paper_AUC"])           # no "w/o SLE" row is known
     stem = tmp_path / "reports" / "ablation_DIN_LAIN_synthetic_tiny"
-    assert "w/o LMA (both parts)" in (tmp_path / "reports" / "ablation_DIN_LAIN_synthetic_tiny.md").read_text()
+    markdown = (tmp_path / "reports" / "ablation_DIN_LAIN_synthetic_tiny.md").read_text()
+    assert "w/o LMA (both parts)" in markdown and "No intervals: no test predictions of DIN_LAIN_synthetic_tiny" in markdown
     assert len(pd.read_csv(str(stem) + "_runs.csv")) == 16
     # the table can be rebuilt from the results file alone (variant inferred from the params)
     rebuilt = tuner.run_ablation("DIN_LAIN_synthetic_tiny", seeds=[1, 2], results_file=results,
                                  out=str(tmp_path / "again"), rebuild=True).set_index("variant")
     pd.testing.assert_series_equal(rebuilt["delta_AUC"], table["delta_AUC"])
+
+
+def test_ablation_changes_have_paired_bootstrap_intervals(tmp_path):
+    """w/o LMA blurs every score (worse, significantly); w/o SLE predicts exactly as the full model (no change)."""
+    import numpy as np
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from lainctr.analysis.predictions import write_predictions
+    users = np.repeat(np.arange(300), 8)
+    labels = np.random.default_rng(0).random(len(users)) < 0.3
+
+    def run_experiment(expid, config_dir=None, gpu=-1, data_root=None, overrides=None, results_file=None, tag=None):
+        overrides = dict(overrides)
+        seed = overrides.pop("seed")
+        variant = infer_variant(overrides)
+        noise = np.random.default_rng(seed).normal(size=len(users))
+        score = 1 / (1 + np.exp(-(2.0 * labels - 1 + (2.0 if variant == "wo_lma" else 1.0) * noise)))
+        path = str(tmp_path / f"{variant}-{seed}.npz")
+        write_predictions(path, {"y_pred": score, "y_true": labels, "group": users,
+                                 "history_length": np.full(len(users), 50)})
+        row = {"run_id": f"{variant}-{seed}", "expid": expid, "seed": seed, "params": json.dumps(overrides),
+               "predictions_file": path, "test_AUC": roc_auc_score(labels, score),
+               "test_logloss": log_loss(labels, score), "test_gAUC": 0.7}
+        append_result(results_file, row)
+        return row
+
+    table = tuner.run_ablation("DIN_LAIN_synthetic_tiny", [1, 2], ["full", "wo_sle", "wo_lma"], runner=run_experiment,
+                               results_file=str(tmp_path / "ablation.csv"), out=str(tmp_path)).set_index("variant")
+    assert table.loc["wo_lma", "delta_AUC_ci_high"] < 0 and table.loc["wo_lma", "delta_AUC_significant"]
+    assert table.loc["wo_lma", "delta_logloss_ci_low"] > 0 and table.loc["wo_lma", "delta_logloss_significant"]
+    assert table.loc["wo_lma", "delta_AUC_pct"] == pytest.approx(
+        100 * table.loc["wo_lma", "delta_AUC"] / table.loc["full", "AUC_mean"], rel=1e-3)   # same per seed here
+    assert (table.loc["wo_sle", "delta_AUC_ci_low"], table.loc["wo_sle", "delta_AUC_ci_high"]) == (0.0, 0.0)
+    assert not table.loc["wo_sle", "delta_AUC_significant"]
+    markdown = (tmp_path / "ablation_DIN_LAIN_synthetic_tiny.md").read_text()
+    assert re.search(r"\| w/o LMA \(both parts\) \| 2 \| [^|]+ \| -[\d.]+ ± [\d.]+ \| -[\d.]+% \[-[\d.]+, -[\d.]+\]% \* \|",
+                     markdown), markdown
+    assert "No intervals" not in markdown
 
 
 def test_ablation_resume_and_checks(tmp_path):

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
+from .bootstrap import BootstrapSettings
 from .stats import mean_std
 
 ABLATION_TAG = "ablation:"   # a results row's tag is ablation:<variant>
@@ -114,3 +115,29 @@ def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("AUC", "logloss
                 out[f"paper_delta_{metric}"] = value - full_value
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def add_ablation_intervals(table: pd.DataFrame, runs: pd.DataFrame, settings: BootstrapSettings,
+                           search_dirs: Sequence[str], metrics: Sequence[str] = ("AUC", "logloss")) -> pd.DataFrame:
+    """``table`` (:func:`ablation_table`) with, per variant, the 95 % paired bootstrap interval over test users of
+    its relative change from the full model in % (:func:`.aggregate.paired_run_intervals`, paired by the seeds
+    both ran, from the runs' kept predictions): ``delta_{m}_pct``, ``delta_{m}_ci_low``, ``delta_{m}_ci_high``,
+    ``delta_{m}_significant`` (the interval excludes 0) and ``ci_note`` (why there is none)."""
+    from .aggregate import paired_run_intervals, relative_gain  # aggregate imports this module
+    table = table.copy()
+    full = runs[runs["variant"] == "full"]
+    for index, row in table.iterrows():
+        part = runs[runs["variant"] == row["variant"]]
+        seeds = sorted(set(part["seed"]) & set(full["seed"])) if row["variant"] != "full" else []
+        bounds, note = (paired_run_intervals(part, full, seeds, "test", [""], settings, search_dirs) if seeds
+                        else ({}, "" if row["variant"] == "full" else "no seed shared with the full model"))
+        for metric in metrics:
+            column = f"test_{metric}"
+            mine, base = (group.groupby("seed")[column].last() for group in (part, full))
+            changes = [relative_gain(mine[s], base[s]) for s in seeds]
+            low, high = bounds.get((metric, ""), (math.nan, math.nan))
+            table.loc[index, f"delta_{metric}_pct"] = sum(changes) / len(changes) if changes else math.nan
+            table.loc[index, f"delta_{metric}_ci_low"], table.loc[index, f"delta_{metric}_ci_high"] = low, high
+            table.loc[index, f"delta_{metric}_significant"] = bool(low > 0 or high < 0)
+        table.loc[index, "ci_note"] = note
+    return table
