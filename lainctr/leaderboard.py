@@ -20,6 +20,7 @@ so that the intervals can be recomputed on another machine than the one that mad
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -31,6 +32,7 @@ from .analysis import aggregate
 from .analysis import reference as ref_lib
 from .analysis.bootstrap import BootstrapSettings
 from .analysis.predictions import keep_predictions
+from .atomic import write_atomically, write_text_atomically
 from .errors import USER_ERRORS, CommandLineParser
 from .metrics import DEFAULT_METRICS
 
@@ -369,17 +371,14 @@ def write_leaderboard(results: Sequence[str], out: str, report: bool = False, sp
     if report:
         plots = make_plots(runs, boards, out, split, search)
         written += [os.path.join(out, p) for entries in plots.values() for _, p in entries]
-    for dataset_id, table in boards.items():
-        path = os.path.join(out, f"leaderboard_{_slug(dataset_id)}.csv")
-        table.to_csv(path, index=False)
+    tables = {f"leaderboard_{_slug(dataset_id)}.csv": table for dataset_id, table in boards.items()}
+    for name, frame in {**tables, "gains.csv": gain_table}.items():
+        path = os.path.join(out, name)
+        write_atomically(path, functools.partial(frame.to_csv, index=False))
         written.append(path)
-    path = os.path.join(out, "gains.csv")
-    gain_table.to_csv(path, index=False)
-    written.append(path)
     markdown = render(boards, gain_table, split, plots, results)
     path = os.path.join(out, "leaderboard.md")
-    with open(path, "w") as fd:
-        fd.write(markdown)
+    write_text_atomically(path, markdown)
     written.append(path)
     return markdown, written
 
