@@ -121,12 +121,10 @@ def change_intervals(runs: pd.DataFrame, rows: pd.DataFrame, seen: Dict[str, Any
         before, after = (aggregate.group_runs(runs, rows[rows["max_len"] == m].iloc[0])
                          for m in (start, seen["to_max_len"]))
         seeds = sorted(set(before["seed"].dropna()) & set(after["seed"].dropna()))
-        column = f"test_AUC@{bucket}"
-        before_by_seed, after_by_seed = (group.groupby("seed")[column].last() for group in (before, after))
-        changes = [aggregate.relative_gain(after_by_seed[s], before_by_seed[s]) for s in seeds]
+        changes = aggregate.paired_relative_changes(after, before, seeds, f"test_AUC@{bucket}")
         bounds, note = aggregate.paired_run_intervals(after, before, seeds, "test", [bucket], settings, search_dirs)
         low, high = bounds.get(("AUC", bucket), (math.nan, math.nan))
-        out[f"{name}_change"] = (sum(changes) / len(changes) if changes else math.nan, low, high)
+        out[f"{name}_change"] = (float(changes.mean()) if len(changes) else math.nan, low, high)
         notes += [note] if note else []
     out["significant"] = bool(out["short_change"][2] < 0 and out["long_change"][1] > 0)
     out["interval_note"] = "; ".join(dict.fromkeys(notes))

@@ -174,3 +174,11 @@ def test_keep_predictions_resolves_relative_paths_as_the_leaderboard_does(tmp_pa
     append_result(results, row)
     written, notes = keep_predictions(results)
     assert notes == [] and written == [str(tmp_path / "predictions" / "DIN_synthetic-1.npz")]
+
+
+def test_paired_relative_changes_pair_each_seeds_latest_rows_and_leave_out_nan():
+    treated = pd.DataFrame({"seed": [1, 1, 2, 3], "test_AUC": [0.50, 0.66, 0.70, math.nan]})
+    reference = pd.DataFrame({"seed": [1, 2, 3, 4], "test_AUC": [0.60, 0.80, 0.70, 0.50]})
+    changes = aggregate.paired_relative_changes(treated, reference, [1, 2, 3], "test_AUC")
+    assert list(changes.index) == [1, 2]
+    assert changes[1] == pytest.approx(10.0) and changes[2] == pytest.approx(-12.5)

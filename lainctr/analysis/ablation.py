@@ -123,7 +123,7 @@ def add_ablation_intervals(table: pd.DataFrame, runs: pd.DataFrame, settings: Bo
     its relative change from the full model in % (:func:`.aggregate.paired_run_intervals`, paired by the seeds
     both ran, from the runs' kept predictions): ``delta_{m}_pct``, ``delta_{m}_ci_low``, ``delta_{m}_ci_high``,
     ``delta_{m}_significant`` (the interval excludes 0) and ``ci_note`` (why there is none)."""
-    from .aggregate import paired_run_intervals, relative_gain  # aggregate imports this module
+    from .aggregate import paired_relative_changes, paired_run_intervals  # aggregate imports this module
     table = table.copy()
     full = runs[runs["variant"] == "full"]
     for index, row in table.iterrows():
@@ -132,11 +132,9 @@ def add_ablation_intervals(table: pd.DataFrame, runs: pd.DataFrame, settings: Bo
         bounds, note = (paired_run_intervals(part, full, seeds, "test", [""], settings, search_dirs) if seeds
                         else ({}, "" if row["variant"] == "full" else "no seed shared with the full model"))
         for metric in metrics:
-            column = f"test_{metric}"
-            mine, base = (group.groupby("seed")[column].last() for group in (part, full))
-            changes = [relative_gain(mine[s], base[s]) for s in seeds]
+            changes = paired_relative_changes(part, full, seeds, f"test_{metric}")
             low, high = bounds.get((metric, ""), (math.nan, math.nan))
-            table.loc[index, f"delta_{metric}_pct"] = sum(changes) / len(changes) if changes else math.nan
+            table.loc[index, f"delta_{metric}_pct"] = float(changes.mean()) if len(changes) else math.nan
             table.loc[index, f"delta_{metric}_ci_low"], table.loc[index, f"delta_{metric}_ci_high"] = low, high
             table.loc[index, f"delta_{metric}_significant"] = bool(low > 0 or high < 0)
         table.loc[index, "ci_note"] = note

@@ -192,6 +192,16 @@ def relative_gain(lain: float, base: float) -> float:
     return (lain - base) / base * 100.0 if base not in (0, None) and not math.isnan(base) else math.nan
 
 
+def paired_relative_changes(treated_runs: pd.DataFrame, reference_runs: pd.DataFrame, seeds: Sequence[int],
+                            column: str) -> pd.Series:
+    """Per seed of ``seeds`` (run by both), the :func:`relative_gain` in % of ``column`` from the seed's latest
+    ``reference_runs`` row to its latest ``treated_runs`` row: the rows :func:`paired_run_intervals` pairs.
+    Index: seed; seeds whose change is NaN are left out."""
+    treated, reference = (runs.drop_duplicates("seed", keep="last").set_index("seed")[column]
+                          for runs in (treated_runs, reference_runs))
+    return pd.Series({seed: relative_gain(treated[seed], reference[seed]) for seed in seeds}, dtype=float).dropna()
+
+
 def group_runs(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
     """The rows of ``runs`` in the group of the :func:`summarize` row ``row``."""
     mask = np.ones(len(runs), bool)
@@ -240,9 +250,7 @@ def gains(runs: pd.DataFrame, summary: Optional[pd.DataFrame] = None, split: str
                    "split": split, "metric": metric, "bucket": bucket,
                    "base_mean": base_row[f"{column}_mean"], "lain_mean": lain_row[f"{column}_mean"]}
             if common:
-                lain_by_seed = lain_runs.groupby("seed")[column].mean()
-                base_by_seed = base_runs.groupby("seed")[column].mean()
-                per_seed = pd.Series([relative_gain(lain_by_seed[s], base_by_seed[s]) for s in common]).dropna()
+                per_seed = paired_relative_changes(lain_runs, base_runs, common, column)
                 out.update(gain_pct=float(per_seed.mean()) if len(per_seed) else math.nan,
                            gain_pct_std=mean_std(per_seed)[1], n=len(per_seed), paired=True)
             else:
