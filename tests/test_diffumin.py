@@ -23,7 +23,13 @@ from model_checks import (
 from lainctr import config
 from lainctr.layers.contrastive import info_nce
 from lainctr.layers.diffusion import NoiseSchedule, beta_schedule
-from lainctr.layers.omie import TargetAttentionExtractor, orthonormal_channels, route, select_top_ratio
+from lainctr.layers.omie import (
+    TargetAttentionExtractor,
+    orthonormal_channels,
+    route,
+    select_top_count,
+    select_top_ratio,
+)
 
 LAIN_OFF = dict(use_prompts=False, use_qk_conditioning=False, use_temperature=False)
 NO_AUX = dict(diffusion_loss_weight=0.0, contrastive_loss_weight=0.0)
@@ -398,13 +404,131 @@ def test_ablation_expids_change_one_part_and_train(variant, feature_map, model_k
     assert long_branch(model).extractor.channel_projection.weight.grad.abs().sum() > 0
 
 
+# ----------------------------------------------------------------------------- the public code's readings (D1-D6)
+CODE_READINGS = dict(keep_mode="code", keep_count=3, pooling="code", sample_start="fixed", eval_sampling="mean",
+                     sample_grad="last", empty_channel="generate")
+
+
+def test_keep_mode_code_is_the_public_codes_rule_on_a_hand_case():
+    """Routed to j and among the top keep_count real behaviours of all by a_{t,j}: channel 0 ranks t = 4, 3
+    (routed to 1) above its own t = 2, so with keep_count 2 it ends empty; padding (t = 0) never counts."""
+    scores = torch.tensor([[[9.0, 9.0], [0.0, 0.5], [1.0, 0.0], [2.0, 2.5], [3.0, 3.5]]])   # 1 x 5 x 2
+    mask = torch.tensor([[False, True, True, True, True]])
+    routed = route(scores, mask)
+    assert routed[0, :, 1].tolist() == [False, True, False, True, True]
+    selected = select_top_count(scores, routed, mask, 2)
+    assert selected[0, :, 0].tolist() == [False] * 5                                     # routed t = 2 is 3rd
+    assert selected[0, :, 1].tolist() == [False, False, False, True, True]
+    everything = select_top_count(scores, routed, mask, 100)                              # T < k: all routed
+    assert torch.equal(everything, routed)
+
+
+def test_pooling_code_divides_by_the_padded_length(feature_map, model_kwargs, tiny_batch):
+    spec = build_model("DiffuMIN", feature_map, model_kwargs)
+    code = build_model("DiffuMIN", feature_map, model_kwargs, pooling="code")
+    target, history, mask = model_inputs(spec, tiny_batch)
+    code.load_state_dict(spec.state_dict())
+    with torch.no_grad():
+        mean, total = (long_branch(m).extractor(target, history, mask) for m in (spec, code))
+    expected = mean.interests * mean.kept_counts.clamp(min=1).unsqueeze(-1) / history.shape[1]
+    torch.testing.assert_close(total.interests, expected)
+
+
+def test_fixed_sample_start_reverses_from_sample_steps_minus_one(feature_map, model_kwargs):
+    model = build_model("DiffuMIN", feature_map, model_kwargs, sample_start="fixed")
+    generator = long_branch(model).generator
+    seen = []
+    generator.denoiser.forward = lambda x, step, context, channels: seen.append(step) or x
+    x = torch.randn(3, 4, model.token_dim)
+    generator.sample(x, torch.tensor([[1, 5, 999, 2]] * 3), torch.zeros(3, 9, 4, model.token_dim), x, x)
+    assert [int(step[0, 2]) for step in seen] == list(range(9, -1, -1))
+    assert all(bool((step == step[0, 0]).all()) for step in seen)                     # whatever t_s
+
+
+def test_eval_sampling_mean_is_noise_free_from_the_middle_step(feature_map, model_kwargs, tiny_batch):
+    model = build_model("DiffuMIN", feature_map, model_kwargs, eval_sampling="mean")
+    generator = long_branch(model).generator
+    generator.eval()
+    draws = generator.sampling_noise(torch.tensor([0, 7, 1023]))
+    assert bool((draws.start == 500).all()) and not draws.noise.any()
+    assert torch.equal(predict(model, tiny_batch), predict(model, tiny_batch))
+    assert not torch.equal(predict(model, tiny_batch), predict(build_model("DiffuMIN", feature_map, model_kwargs),
+                                                                 tiny_batch))
+
+
+def test_sample_grad_last_lets_gradients_through_the_last_iteration_only(feature_map, model_kwargs):
+    """With ``last`` the gradient equals that of the last reverse iteration applied to the (detached) chain's
+    state; with ``full`` it differs (the earlier iterations contribute)."""
+    model = build_model("DiffuMIN", feature_map, model_kwargs, sample_grad="last", sample_steps=3)
+    generator = long_branch(model).generator
+    generator.train()
+    x, context, channels = (torch.randn(2, 4, model.token_dim) for _ in range(3))
+    start, noise = torch.tensor([[700, 300, 50, 2]] * 2), torch.randn(2, 2, 4, model.token_dim)
+    weight = generator.denoiser.blocks[0].ffn[0].weight
+    def gradient(chain_input):
+        generator.zero_grad()
+        generator.sample(chain_input, start, noise, context, channels).sum().backward()
+        return weight.grad.clone()
+    chain_input = x.clone().requires_grad_()
+    last = gradient(chain_input)
+    assert chain_input.grad is None                                                  # the input is detached
+    generator.sample_grad = "full"
+    full = gradient(chain_input)
+    assert chain_input.grad.abs().sum() > 0
+    steps, _ = generator.reverse_steps(start)
+    with torch.no_grad():
+        state = x
+        for i in range(2):
+            estimate = generator.denoiser(state, steps[..., i], context, channels)
+            state = generator.schedule.posterior_step(state, estimate, steps[..., i], steps[..., i + 1], noise[:, i])
+    generator.zero_grad()
+    generator.denoiser(state, steps[..., 2], context, channels).sum().backward()
+    torch.testing.assert_close(last, weight.grad)
+    assert not torch.allclose(full, last)
+    generator.sample_grad, generator.sample_steps = "last", 1                        # one step: input detached too
+    chain_input = x.clone().requires_grad_()
+    generator.sample(chain_input, start, noise, context, channels).sum().backward()
+    assert chain_input.grad is None and weight.grad.abs().sum() > 0
+
+
+def test_empty_channel_generate_fills_every_channel(feature_map, model_kwargs, tiny_batch):
+    """A one-behaviour row has one filled channel; ``generate`` gives the empty ones an r* (from the noised
+    zero), ``zero`` leaves them 0."""
+    batch = truncate(tiny_batch, [0, 1], keep=1)
+    for empty_channel, filled in (("zero", 1), ("generate", None)):
+        model = build_model("DiffuMIN", feature_map, model_kwargs, empty_channel=empty_channel)
+        model.eval()
+        with torch.no_grad():
+            channels = long_branch(model).extractor.num_channels
+            generated = model(batch).branches["long"].interest.view(len(batch.mask), 2, channels, -1)[:2, 1]
+        assert (generated.abs().sum(-1) > 0).sum(1).tolist() == [filled or channels] * 2
+
+
+@pytest.mark.parametrize("name", ["DiffuMIN", "DiffuMIN_LAIN"])
+def test_all_code_readings_train_and_defaults_are_the_spec(name, feature_map, model_kwargs, tiny_batch):
+    """With every reading switched to the public code's the model trains (finite loss, gradients); spelled
+    out, the defaults give the default model's outputs bit for bit."""
+    model = build_model(name, feature_map, model_kwargs, **CODE_READINGS)
+    _, loss = training_loss(model, tiny_batch)
+    loss.backward()
+    assert torch.isfinite(loss) and long_branch(model).extractor.channel_projection.weight.grad.abs().sum() > 0
+    defaults = dict(keep_mode="ratio", keep_count=100, pooling="mean", sample_start="respaced",
+                    eval_sampling="bank", sample_grad="full", empty_channel="zero")
+    spelled, plain = (build_model(name, feature_map, model_kwargs, **extra) for extra in (defaults, {}))
+    assert torch.equal(train_forward(spelled, tiny_batch).y_pred, train_forward(plain, tiny_batch).y_pred)
+    assert torch.equal(predict(spelled, tiny_batch), predict(plain, tiny_batch))
+
+
 # ----------------------------------------------------------------------------- configuration, LAIN
 def test_invalid_configurations_are_rejected(feature_map, model_kwargs):
     for extra in ({"num_channels": 17}, {"num_channels": 0}, {"keep_ratio": 0.0}, {"keep_ratio": 1.5},
                   {"sample_steps": 11, "diffusion_steps": 10}, {"diffusion_steps": 1}, {"num_heads": 3},
                   {"beta_schedule": "quadratic"}, {"short_encoder": "gru"}, {"diffusion_loss_weight": -1.0},
                   {"contrastive_temperature": 0.0}, {"denoiser_layers": 0}, {"short_layers": 0},
-                  {"embedding_dim": 1}, {"interest_extractor": "mind"}, {"use_generator": False}):
+                  {"embedding_dim": 1}, {"interest_extractor": "mind"}, {"use_generator": False},
+                  {"keep_mode": "top"}, {"keep_count": 0}, {"pooling": "sum"}, {"sample_start": "random"},
+                  {"eval_sampling": "bank_mean"}, {"sample_grad": "none"}, {"empty_channel": "skip"},
+                  {**WO_OMIE, "keep_mode": "code"}, {**WO_DMIG, "sample_grad": "last"}):
         with pytest.raises(ValueError):
             build_model("DiffuMIN", feature_map, model_kwargs, **extra)
     odd = copy.deepcopy(feature_map)

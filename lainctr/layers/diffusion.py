@@ -25,6 +25,9 @@ BETA_SCHEDULES = ("linear", "cosine")
 COSINE_OFFSET, MAX_BETA = 0.008, 0.999          # Nichol & Dhariwal's s and beta clip
 DIFFUSION_SEED_OFFSET = 104729                  # the training-noise stream starts at the global seed + this
 BANK_KEY = (1000003, 10007)                     # bank row = (user * 1000003 + item * 10007 + seq_len) mod M
+SAMPLE_STARTS = ("respaced", "fixed")           # reverse steps: t_s .. 0 respaced (spec) | S - 1 .. 0 (public code)
+EVAL_SAMPLINGS = ("bank", "mean")               # eval noise: the sample's bank row | none, t_s = T_d // 2
+SAMPLE_GRADS = ("full", "last")                 # gradients through every reverse iteration | the last one only
 
 
 def beta_schedule(name: str, num_steps: int, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -208,22 +211,35 @@ class DiffusionInterestGenerator(nn.Module):
     rebuilt at construction, not saved) at row (user * 1000003 + item * 10007 + seq_len) mod M: a
     prediction depends on its sample only, not on the batch or on earlier calls.
 
+    Other readings (spec section 10, for ablations): ``sample_start: fixed`` reverses over the steps S - 1 .. 0
+    whatever t_s, as the public code does (D3); ``eval_sampling: mean`` generates in eval without noise
+    (eps = xi = 0) from t_s = T_d // 2 (D4); ``sample_grad: last`` lets gradients through the last reverse
+    iteration only, its input detached (D5).
+
     Args:
         dim: d; num_channels: c; diffusion_steps / beta_schedule / beta_start / beta_end: the schedule.
         sample_steps: S, reverse iterations of a generation (0..T_d).
         num_layers / num_heads / ffn_factor: the denoiser.
         noise_bank_size / noise_bank_seed: the eval bank (memory: M * max(S, 1) * c * d floats).
+        sample_start / eval_sampling / sample_grad: see above (defaults: the spec's readings).
     """
 
     def __init__(self, dim: int, num_channels: int, diffusion_steps: int = 1000, beta_schedule: str = "linear",
                  beta_start: float = 1e-4, beta_end: float = 0.02, sample_steps: int = 10, num_layers: int = 2,
-                 num_heads: int = 2, ffn_factor: int = 3, noise_bank_size: int = 1024, noise_bank_seed: int = 0):
+                 num_heads: int = 2, ffn_factor: int = 3, noise_bank_size: int = 1024, noise_bank_seed: int = 0,
+                 sample_start: str = "respaced", eval_sampling: str = "bank", sample_grad: str = "full"):
         super().__init__()
         if not 0 <= sample_steps <= diffusion_steps:
             raise ValueError(f"sample_steps must be in [0, diffusion_steps = {diffusion_steps}], got {sample_steps}")
         if noise_bank_size < 1:
             raise ValueError(f"noise_bank_size must be >= 1, got {noise_bank_size}")
+        for key, value, choices in (("sample_start", sample_start, SAMPLE_STARTS),
+                                    ("eval_sampling", eval_sampling, EVAL_SAMPLINGS),
+                                    ("sample_grad", sample_grad, SAMPLE_GRADS)):
+            if value not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got '{value}'")
         self.dim, self.num_channels, self.sample_steps = dim, num_channels, sample_steps
+        self.sample_start, self.eval_sampling, self.sample_grad = sample_start, eval_sampling, sample_grad
         self.schedule = NoiseSchedule(diffusion_steps, beta_schedule, beta_start, beta_end)
         self.denoiser = Denoiser(dim, num_layers, num_heads, ffn_factor)
         self.noise_generator = torch.Generator().manual_seed((torch.initial_seed() + DIFFUSION_SEED_OFFSET) % 2 ** 63)
@@ -257,10 +273,14 @@ class DiffusionInterestGenerator(nn.Module):
         return key % cast(torch.Tensor, self.bank_start).shape[0]
 
     def sampling_noise(self, rows: torch.Tensor) -> SamplingNoise:
-        """Training: fresh draws (:meth:`training_stream`); eval: the bank's ``rows`` (B,)."""
+        """Training: fresh draws (:meth:`training_stream`); eval: the bank's ``rows`` (B,), or with
+        ``eval_sampling: mean`` no noise from t_s = T_d // 2."""
         if self.training:
             return self.draw(rows.shape[0], self.training_stream(rows.device))
-        return SamplingNoise(cast(torch.Tensor, self.bank_start)[rows], cast(torch.Tensor, self.bank_noise)[rows])
+        start, noise = cast(torch.Tensor, self.bank_start)[rows], cast(torch.Tensor, self.bank_noise)[rows]
+        if self.eval_sampling == "mean":
+            return SamplingNoise(torch.full_like(start, self.schedule.num_steps // 2), torch.zeros_like(noise))
+        return SamplingNoise(start, noise)
 
     def get_extra_state(self) -> torch.Tensor:
         return self.noise_generator.get_state()
@@ -274,14 +294,26 @@ class DiffusionInterestGenerator(nn.Module):
         """The reverse chain from x at t_s = ``start``: x (B, c, d), start (B, c) long, noise (B, >= S - 1, c, d)
         posterior draws (iteration i uses noise[:, i]); context, channels (B, c, d) -> x0 (B, c, d)
         (x itself when S = 0)."""
-        steps, active = self.schedule.respaced_steps(start, self.sample_steps)
+        steps, active = self.reverse_steps(start)
         estimate = x
         for i in range(self.sample_steps):
-            estimate = self.denoiser(x, steps[..., i], context, channels)
-            if i + 1 < self.sample_steps:
-                stepped = self.schedule.posterior_step(x, estimate, steps[..., i], steps[..., i + 1], noise[:, i])
-                x = torch.where(active[..., i:i + 1], stepped, x)
+            last = i + 1 == self.sample_steps
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (self.sample_grad == "full" or last)):
+                if last and self.sample_grad == "last":
+                    x = x.detach()
+                estimate = self.denoiser(x, steps[..., i], context, channels)
+                if not last:
+                    stepped = self.schedule.posterior_step(x, estimate, steps[..., i], steps[..., i + 1], noise[:, i])
+                    x = torch.where(active[..., i:i + 1], stepped, x)
         return estimate
+
+    def reverse_steps(self, start: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Steps (B, c, S) long and active (B, c, S) bool of the chains from ``start`` (B, c):
+        :meth:`NoiseSchedule.respaced_steps`, or with ``sample_start: fixed`` S - 1 .. 0 in every row."""
+        if self.sample_start == "respaced":
+            return self.schedule.respaced_steps(start, self.sample_steps)
+        steps = torch.arange(self.sample_steps - 1, -1, -1, device=start.device).expand(*start.shape, -1)
+        return steps, torch.ones_like(steps, dtype=torch.bool)
 
     def generate(self, interests: torch.Tensor, channels: torch.Tensor, filled: torch.Tensor,
                  rows: torch.Tensor) -> torch.Tensor:

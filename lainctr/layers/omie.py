@@ -17,6 +17,8 @@ from torch import nn
 from .attention import LengthModulation, LengthShift
 from .lain import BranchCondition, LMASettings
 
+KEEP_MODES = ("ratio", "code")   # S_j: top-p % of the routed (spec) | routed and among the top-k of all (public code)
+POOLINGS = ("mean", "code")      # r_j: mean over S_j (spec) | sum / padded length (public code)
 QR_JITTER = 1e-6          # epsilon * J: keeps M full rank (q = 0 with b_c = 0 gives the identity channels)
 RATIO_ROUNDING = 1e-9     # ceil(p * n) computed as ceil(p * n - this): 0.1 * 30 is 3.0000000000000004 in floats
 
@@ -59,13 +61,29 @@ def route(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return routed & mask.unsqueeze(-1)
 
 
-def select_top_ratio(scores: torch.Tensor, routed: torch.Tensor, keep_ratio: float) -> torch.Tensor:
-    """S_j: the ceil(p * n_j) routed-to-j behaviours with the largest a_{t,j}, the more recent first on ties.
+def select_top(scores: torch.Tensor, candidates: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per channel j, the ``keep[:, j]`` candidates with the largest a_{t,j}, the more recent first on ties.
 
-    Positions not routed to j (padding included) score -inf, so they sort after every routed behaviour and,
-    as at most n_j are kept, are never selected. The sort runs over the reversed sequence with a stable
+    Non-candidates (padding included) score -inf, so they sort after every candidate and, as at most the
+    candidates' count is kept, are never selected. The sort runs over the reversed sequence with a stable
     order, which puts the more recent of two equal scores first; extra left padding only appends -inf
     entries, so the selection does not depend on the padded width.
+
+    Args:
+        scores: (B, T, c) a; candidates: (B, T, c) bool; keep: (B, c) long, at most the candidates' count.
+    Returns:
+        (B, T, c) bool.
+    """
+    ranked = scores.detach().masked_fill(~candidates, float("-inf")).flip(1)
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices                      # B x T x c
+    rank = torch.arange(scores.shape[1], device=scores.device).view(1, -1, 1)
+    kept = torch.zeros_like(candidates).scatter(1, order, rank < keep.unsqueeze(1))
+    return kept.flip(1)
+
+
+def select_top_ratio(scores: torch.Tensor, routed: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """S_j (``keep_mode: ratio``): the ceil(p * n_j) routed-to-j behaviours with the largest a_{t,j}
+    (:func:`select_top`); every channel holding a real behaviour keeps at least one.
 
     Args:
         scores: (B, T, c) a; routed: (B, T, c) bool (:func:`route`); keep_ratio: p in (0, 1].
@@ -73,16 +91,33 @@ def select_top_ratio(scores: torch.Tensor, routed: torch.Tensor, keep_ratio: flo
         (B, T, c) bool.
     """
     keep = torch.ceil(routed.sum(1).double() * keep_ratio - RATIO_ROUNDING).long()              # B x c
-    ranked = scores.detach().masked_fill(~routed, float("-inf")).flip(1)
-    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices                      # B x T x c
-    rank = torch.arange(scores.shape[1], device=scores.device).view(1, -1, 1)
-    kept = torch.zeros_like(routed).scatter(1, order, rank < keep.unsqueeze(1))
-    return kept.flip(1)
+    return select_top(scores, routed, keep)
+
+
+def select_top_count(scores: torch.Tensor, routed: torch.Tensor, mask: torch.Tensor, keep_count: int) -> torch.Tensor:
+    """S_j (``keep_mode: code``, the public code's rule, spec D1): behaviour t is kept when it is routed to j
+    and among the ``keep_count`` real behaviours with the largest a_{t,j} (all of them when fewer are real;
+    the code ranks over the padded list too and fails when T < keep_count). A channel can end empty.
+
+    Args:
+        scores: (B, T, c) a; routed: (B, T, c) bool (:func:`route`); mask: (B, T) bool, True = real;
+        keep_count: k >= 1.
+    Returns:
+        (B, T, c) bool.
+    """
+    real = mask.unsqueeze(-1).expand_as(routed)
+    keep = torch.full(routed.shape[::2], keep_count, dtype=torch.long, device=routed.device)
+    return select_top(scores, real, keep) & routed
 
 
 class OrthogonalInterestExtractor(LengthModulation):
     """OMIE: M = reshape(W_c q + b_c, [d, c]) -> O (:func:`orthonormal_channels`); a = S O^T; routing; top-p %
     per channel; r_j = sum_{t in S_j} a_{t,j} s_t / max(|S_j|, 1).
+
+    The public code's readings (spec section 10, for ablations): ``keep_mode: code`` keeps the routed
+    behaviours among the top ``keep_count`` of all by a_{t,j} (:func:`select_top_count`, D1); ``pooling:
+    code`` divides the sum by the padded length T (+ the prompts) instead of |S_j| (D2), so r_j then depends
+    on the padded width.
 
     Routing and selection are hard; W_c learns through the weights a_{t,j} of the pool (and, in DiffuMIN,
     through O in the denoiser's cross-attention).
@@ -95,15 +130,25 @@ class OrthogonalInterestExtractor(LengthModulation):
 
     Args:
         token_dim: d; num_channels: c (<= d); keep_ratio: p in (0, 1]; lma: the length modulation.
+        keep_mode: ``ratio`` (top-p % of the routed) or ``code``; keep_count: k of ``keep_mode: code``.
+        pooling: ``mean`` (over S_j) or ``code`` (sum / padded length).
     """
 
-    def __init__(self, token_dim: int, num_channels: int, keep_ratio: float, *, lma: LMASettings):
+    def __init__(self, token_dim: int, num_channels: int, keep_ratio: float, *, lma: LMASettings,
+                 keep_mode: str = "ratio", keep_count: int = 100, pooling: str = "mean"):
         super().__init__(lma, softmax=False)
         if not 1 <= num_channels <= token_dim:
             raise ValueError(f"num_channels must be in [1, d = {token_dim}] (reduced QR), got {num_channels}")
         if not 0 < keep_ratio <= 1:
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+        if keep_mode not in KEEP_MODES:
+            raise ValueError(f"keep_mode must be one of {KEEP_MODES}, got '{keep_mode}'")
+        if keep_count < 1:
+            raise ValueError(f"keep_count must be >= 1, got {keep_count}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
         self.token_dim, self.num_channels, self.keep_ratio = token_dim, num_channels, keep_ratio
+        self.keep_mode, self.keep_count, self.pooling = keep_mode, keep_count, pooling
         self.channel_projection = nn.Linear(token_dim, num_channels * token_dim)                # W_c, b_c
         self.channel_shift = LengthShift(lma.length_dim, num_channels * token_dim) if lma.length_dim else None
         self.key_shift = LengthShift(lma.length_dim, token_dim) if lma.length_dim else None
@@ -143,16 +188,18 @@ class OrthogonalInterestExtractor(LengthModulation):
         channels = self.channels(target, embedding)
         scores = self.scores(history, channels, embedding)                                     # B x T x c
         routed = route(scores, mask)
-        selected = select_top_ratio(scores, routed, self.keep_ratio)
+        selected = (select_top_ratio(scores, routed, self.keep_ratio) if self.keep_mode == "ratio"
+                    else select_top_count(scores, routed, mask, self.keep_count))
         weights = torch.where(selected, scores, torch.zeros_like(scores))
         pooled = torch.bmm(weights.transpose(1, 2), history)                                    # B x c x d
         kept = selected.sum(1)
+        width = history.shape[1]
         prompts = condition.prompts if condition is not None else None
         if prompts is not None:
             pooled = pooled + torch.bmm(self.scores(prompts, channels, embedding).transpose(1, 2), prompts)
-            kept = kept + prompts.shape[1]
-        interests = pooled / kept.clamp(min=1).unsqueeze(-1).to(pooled.dtype)
-        return OMIEOutput(channels, interests, routed.sum(1), kept, selected)
+            kept, width = kept + prompts.shape[1], width + prompts.shape[1]
+        divisor = kept.clamp(min=1).unsqueeze(-1).to(pooled.dtype) if self.pooling == "mean" else float(width)
+        return OMIEOutput(channels, pooled / divisor, routed.sum(1), kept, selected)
 
 
 

@@ -25,6 +25,7 @@ from lainctr.models import BranchInputs, BranchOutput, InterestBranch, SequenceC
 from lainctr.models.branch import recent_window
 
 SHORT_ENCODERS = ("transformer", "attention")
+EMPTY_CHANNELS = ("zero", "generate")     # r* of a channel with an empty S_j: 0 (spec) | generated (public code)
 INTEREST_EXTRACTORS = {"omie": OrthogonalInterestExtractor, "target_attention": TargetAttentionExtractor}
 
 
@@ -33,25 +34,30 @@ class MultiInterestBranch(InterestBranch):
     without DMIG (the "w/o DMIG" ablation) [r_1 .. r_c], (B, c d), and no auxiliary loss.
 
     r_j is fed raw to the head; DMIG and CMIC work on the unit r_j / ||r_j||. A channel whose set S_j is
-    empty has r_j = r*_j = 0 (no generation); the losses count only channels holding a real behaviour
+    empty has r_j = r*_j = 0 (no generation; ``empty_channel: generate``, the public code's reading D6,
+    generates its r* from the noised zero); the losses count only channels whose S_j holds a real behaviour
     (with LAIN, prompts fill every set but do not make a channel count).
 
     Args:
         extractor: OMIE (or the "w/o OMIE" target attention); generator: DMIG, or None (no r*, no L_d);
         calibrator: CMIC, or None (contrastive_loss_weight 0; always without a generator).
         diffusion_loss_weight / contrastive_loss_weight: lambda_1, lambda_2 (0 = that loss is not computed).
+        empty_channel: ``zero`` or ``generate``.
     """
 
     def __init__(self, extractor: OrthogonalInterestExtractor, generator: Optional[DiffusionInterestGenerator],
                  calibrator: Optional[ContrastiveCalibrator], diffusion_loss_weight: float,
-                 contrastive_loss_weight: float):
+                 contrastive_loss_weight: float, empty_channel: str = "zero"):
         if generator is None and (calibrator is not None or diffusion_loss_weight > 0):
             raise ValueError("without the generator (use_generator: False) there is no r* to denoise or calibrate: "
                              "set diffusion_loss_weight and contrastive_loss_weight to 0")
+        if empty_channel not in EMPTY_CHANNELS:
+            raise ValueError(f"empty_channel must be one of {EMPTY_CHANNELS}, got '{empty_channel}'")
         width = extractor.output_dim() + (generator.output_dim() if generator is not None else 0)
         super().__init__(width, accepts_prompts=True, accepts_lma=True)
         self.extractor, self.generator, self.calibrator = extractor, generator, calibrator
         self.diffusion_loss_weight, self.contrastive_loss_weight = diffusion_loss_weight, contrastive_loss_weight
+        self.empty_channel = empty_channel
 
     def forward(self, inputs: BranchInputs, condition: Optional[BranchCondition]) -> BranchOutput:
         omie = self.extractor(inputs.target, inputs.history, inputs.mask, condition)
@@ -59,8 +65,9 @@ class MultiInterestBranch(InterestBranch):
             return BranchOutput(omie.interests.flatten(1))
         unit = F.normalize(omie.interests, dim=-1)
         rows = self.generator.bank_rows(inputs.user_index, inputs.item_rows[:, -1], inputs.history_length)
-        generated = self.generator.generate(unit, omie.channels, omie.kept_counts > 0, rows)
-        auxiliary_loss = self.auxiliary_loss(unit, generated, omie.channels, omie.routed_counts > 0,
+        filled = omie.kept_counts > 0 if self.empty_channel == "zero" else torch.ones_like(omie.kept_counts).bool()
+        generated = self.generator.generate(unit, omie.channels, filled, rows)
+        auxiliary_loss = self.auxiliary_loss(unit, generated, omie.channels, omie.selected.sum(1) > 0,
                                              inputs.user_index) if self.training else None
         interest = torch.cat([omie.interests, generated], dim=1).flatten(1)
         return BranchOutput(interest, auxiliary_loss=auxiliary_loss)
@@ -129,6 +136,9 @@ class DiffuMIN(SequenceCTRModel):
             computed and CMIC's heads are not built).
         contrastive_temperature: tau_cl.
         noise_bank_size / noise_bank_seed: the fixed eval noise (see :class:`DiffusionInterestGenerator`).
+        keep_mode / keep_count / pooling (OMIE), sample_start / eval_sampling / sample_grad (DMIG),
+            empty_channel: the public code's readings of spec section 10 (D1-D6), for ablations; the defaults
+            are the spec's (see the model's README).
         use_short_branch: add the short-term branch; short_encoder: ``transformer`` (the paper's encoder over
             [window; target]) or ``attention`` (the zoo's MHTA short branch, attention width d);
         short_layers: N_s of the transformer encoder.
@@ -141,7 +151,9 @@ class DiffuMIN(SequenceCTRModel):
                  sample_steps: int = 10, denoiser_layers: int = 2, num_heads: int = 2, ffn_factor: int = 3,
                  diffusion_loss_weight: float = 0.01, contrastive_loss_weight: float = 0.001,
                  contrastive_temperature: float = 0.05, noise_bank_size: int = 1024, noise_bank_seed: int = 0,
-                 use_short_branch: bool = True, short_encoder: str = "transformer", short_layers: int = 2, **kwargs):
+                 use_short_branch: bool = True, short_encoder: str = "transformer", short_layers: int = 2,
+                 keep_mode: str = "ratio", keep_count: int = 100, pooling: str = "mean", sample_start: str = "respaced",
+                 eval_sampling: str = "bank", sample_grad: str = "full", empty_channel: str = "zero", **kwargs):
         super().__init__(feature_map, model_id=model_id, **kwargs)
         d = self.token_dim
         if d % 2 or d < 4:
@@ -152,13 +164,22 @@ class DiffuMIN(SequenceCTRModel):
             raise ValueError(f"short_encoder must be one of {SHORT_ENCODERS}, got '{short_encoder}'")
         if interest_extractor not in INTEREST_EXTRACTORS:
             raise ValueError(f"interest_extractor must be one of {list(INTEREST_EXTRACTORS)}, got '{interest_extractor}'")
-        extractor = INTEREST_EXTRACTORS[interest_extractor](d, num_channels, keep_ratio, lma=self.lma_settings("long"))
+        if interest_extractor == "target_attention" and (keep_mode, pooling) != ("ratio", "mean"):
+            raise ValueError("keep_mode and pooling are OMIE's: the target_attention extractor pools every real "
+                             "behaviour by softmax")
+        if not use_generator and (sample_start, eval_sampling, sample_grad, empty_channel) != (
+                "respaced", "bank", "full", "zero"):
+            raise ValueError("sample_start, eval_sampling, sample_grad and empty_channel are DMIG's: "
+                             "use_generator is False")
+        extractor = INTEREST_EXTRACTORS[interest_extractor](d, num_channels, keep_ratio, lma=self.lma_settings("long"),
+                                                            keep_mode=keep_mode, keep_count=keep_count, pooling=pooling)
         generator = DiffusionInterestGenerator(d, num_channels, diffusion_steps, beta_schedule, beta_start, beta_end,
                                                sample_steps, denoiser_layers, num_heads, ffn_factor,
-                                               noise_bank_size, noise_bank_seed) if use_generator else None
+                                               noise_bank_size, noise_bank_seed, sample_start, eval_sampling,
+                                               sample_grad) if use_generator else None
         calibrator = ContrastiveCalibrator(d, contrastive_temperature) if contrastive_loss_weight > 0 else None
         self.add_branch("long", MultiInterestBranch(extractor, generator, calibrator, diffusion_loss_weight,
-                                                    contrastive_loss_weight))
+                                                    contrastive_loss_weight, empty_channel))
         if use_short_branch and short_encoder == "transformer":
             self.add_branch("short", EncoderShortBranch(d, self.short_seq_len, short_layers, num_heads, ffn_factor,
                                                         lma=self.lma_settings("short")))
