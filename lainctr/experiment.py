@@ -24,7 +24,7 @@ from .analysis.predictions import PREDICTIONS_FILE, write_predictions
 from .analysis.summary import run_summary
 from .atomic import write_atomically
 from .cpu_kernels import kernel_fingerprint
-from .data import store
+from .data import placement, store
 from .data.builders import BUILDERS, setting_differences
 from .data.dataset import load_dataset
 from .data.feature_map_check import check_feature_specs
@@ -160,13 +160,15 @@ def _write_json(path: str, content: object) -> None:
     write_atomically(path, write)
 
 
-def out_of_core(run: Dict[str, Any]) -> bool:
-    """The expid's ``out_of_core`` (a bool; default False: the sample columns are read into memory)."""
-    value = run.get("out_of_core", False)
-    if not isinstance(value, bool):
-        raise config_lib.ConfigError(f"{run.get('_config_file', 'the config')}: expid '{run.get('expid')}': "
-                                     f"out_of_core must be True or False, got {value!r}")
-    return value
+def sample_placement(run: Dict[str, Any], data_dir: str) -> placement.Placement:
+    """Where the run keeps the splits' sample columns: its ``out_of_core`` (True, False or ``auto``, the default:
+    in memory when they fit, :func:`lainctr.data.placement.choose`)."""
+    where = f"{run.get('_config_file', 'the config')}: expid '{run.get('expid')}'"
+    try:
+        setting = placement.check_setting(run.get("out_of_core", "auto"), where)
+    except ValueError as error:
+        raise config_lib.ConfigError(str(error)) from error
+    return placement.choose(setting, [os.path.join(data_dir, f"{split}.h5") for split in store.SPLITS])
 
 
 def log_data_sizes(dataset) -> None:
@@ -225,7 +227,9 @@ def run_experiment(expid: str, config_dir: Optional[str] = None, gpu: int = -1, 
     logging.info("Run %s in %s (%d process%s). Params: %s", run_id, run_dir, group.world_size,
                  "es" if group.distributed else "", json.dumps(public_params, default=str))
     seed_everything(seed)
-    dataset = load_dataset(data_dir, in_memory=not out_of_core(run))
+    columns = sample_placement(run, data_dir)
+    logging.info("Sample columns: %s", columns.reason)
+    dataset = load_dataset(data_dir, in_memory=not columns.out_of_core)
     log_data_sizes(dataset)
     feature_map = load_feature_map(dataset_id, data_dir, params)
     try:

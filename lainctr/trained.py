@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Tuple
 from . import config as config_lib
 from .data.dataset import SequenceDataset, load_dataset
 from .errors import InputFileError
-from .experiment import build_model, ensure_dataset, load_feature_map
+from .experiment import build_model, ensure_dataset, load_feature_map, sample_placement
 from .paths import data_root as resolve_data_root
 from .paths import zoo_path
 from .trainer import Trainer
@@ -103,7 +103,7 @@ def load(run: TrainedRun, data_root: Optional[str] = None, gpu: int = -1) -> Tup
     dataset_id = str(run.params["dataset_id"])
     data_dir = ensure_dataset(dataset_id, config_lib.load_dataset_config(dataset_id, run.config_dir),
                               resolve_data_root(data_root))
-    dataset = load_dataset(data_dir, in_memory=not run.params.get("out_of_core", False))
+    dataset = load_dataset(data_dir, in_memory=not sample_placement(run.params, data_dir).out_of_core)
     model, options = build_model(run.params, load_feature_map(dataset_id, data_dir, run.params))
     trainer = Trainer(model, dataclasses.replace(options, verbose=0, gpu=gpu), checkpoint=run.checkpoint)
     trainer.load_weights()

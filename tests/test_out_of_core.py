@@ -62,10 +62,10 @@ def test_a_tiny_run_out_of_core_gives_the_in_memory_metrics(data_root, tmp_path)
     assert len(metrics) > 20 and {k: rows[1][k] for k in metrics} == {k: rows[0][k] for k in metrics}
 
 
-def test_out_of_core_must_be_a_bool(data_root, tmp_path):
+def test_out_of_core_must_be_a_bool_or_auto(data_root, tmp_path):
     from lainctr.config import ConfigError
     from lainctr.experiment import run_experiment
-    with pytest.raises(ConfigError, match="out_of_core must be True or False, got 'yes'"):
+    with pytest.raises(ConfigError, match="out_of_core must be True, False or auto, got 'yes'"):
         run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=str(tmp_path / "r.csv"),
                        overrides={"model_root": str(tmp_path), "out_of_core": "yes"})
 
@@ -175,3 +175,49 @@ def test_scale_presets_share_their_sequences_and_pass_validation(tmp_path):
     dataset = load_dataset(folder, in_memory=False)       # validation: ids, seq_len, target = next behaviour
     assert dataset.sizes()["train_in_memory"] == 0
     assert store.read_info(folder)["ctr"] == pytest.approx(0.25, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- out_of_core: auto
+def split_files(directory):
+    return [os.path.join(directory, f"{split}.h5") for split in ("train", "valid", "test")]
+
+
+def test_auto_keeps_the_columns_in_memory_while_they_fit_in_half_the_available_memory(tiny_dir, monkeypatch):
+    from lainctr.data import placement
+    needed = placement.sample_column_bytes(split_files(tiny_dir))
+    assert needed == sum(a.nbytes for s in ("train", "valid", "test")
+                         for a in store.read_h5(os.path.join(tiny_dir, f"{s}.h5")).values())
+    assert not placement.choose("auto", split_files(tiny_dir), available=2 * needed, processes=1).out_of_core
+    assert placement.choose("auto", split_files(tiny_dir), available=2 * needed - 1, processes=1).out_of_core
+    on_disk = placement.choose("auto", split_files(tiny_dir), available=3 * needed, processes=2)   # 2 ranks, 2 copies
+    assert on_disk.out_of_core and "2 process(es)" in on_disk.reason
+    monkeypatch.setattr(placement, "available_memory", lambda: None)
+    unknown = placement.choose("auto", split_files(tiny_dir), processes=1)
+    assert not unknown.out_of_core and "could not be read" in unknown.reason
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert "4 process(es)" in placement.choose("auto", split_files(tiny_dir), available=10 ** 12).reason
+    for setting in (True, False):
+        assert placement.choose(setting, split_files(tiny_dir), available=0).out_of_core is setting
+
+
+def test_available_memory_reads_meminfo_and_the_cgroup_limit(tmp_path):
+    from lainctr.data import placement
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   2048 kB\n")
+    assert placement.meminfo_available(str(meminfo)) == 2048 * 1024
+    meminfo.write_text("MemTotal:       24000000 kB\n")
+    assert placement.meminfo_available(str(meminfo)) is None
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text("max\n")
+    usage.write_text("100\n")
+    assert placement.cgroup_headroom([(str(limit), str(usage))]) is None                    # no limit
+    limit.write_text("1000\n")
+    assert placement.cgroup_headroom([(str(tmp_path / "absent"), str(usage)), (str(limit), str(usage))]) == 900
+
+
+def test_a_run_logs_where_auto_put_the_columns(data_root, tmp_path):
+    from lainctr.experiment import run_experiment
+    row = run_experiment("DIN_synthetic_tiny", data_root=str(data_root), results_file=str(tmp_path / "r.csv"),
+                         overrides={"epochs": 1, "max_len": 30, "model_root": str(tmp_path), "verbose": 1})
+    log = open(os.path.join(row["run_dir"], "train.log")).read()
+    assert "Sample columns: out_of_core: auto -> in memory" in log
