@@ -200,6 +200,17 @@ def test_auto_keeps_the_columns_in_memory_while_they_fit_in_half_the_available_m
         assert placement.choose(setting, split_files(tiny_dir), available=0).out_of_core is setting
 
 
+def test_auto_names_a_missing_or_unreadable_split_file(tiny_dir, tmp_path):
+    from lainctr.data import placement
+    from lainctr.errors import InputFileError
+    broken = tmp_path / "train.h5"
+    broken.write_bytes(b"not hdf5")
+    with pytest.raises(InputFileError, match="train.h5: not a readable HDF5 file"):
+        placement.sample_column_bytes([str(broken)])
+    with pytest.raises(FileNotFoundError, match="absent.h5: file not found"):
+        placement.sample_column_bytes([str(tmp_path / "absent.h5")])
+
+
 def test_available_memory_reads_meminfo_and_the_cgroup_limit(tmp_path):
     from lainctr.data import placement
     meminfo = tmp_path / "meminfo"

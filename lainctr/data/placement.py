@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import h5py
 
+from . import store
+
 MEMORY_SHARE = 0.5          # the columns may take at most this share of the available memory
 SETTINGS = (False, True, "auto")
 CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),                     # v2
@@ -70,10 +72,17 @@ def available_memory() -> Optional[int]:
 
 
 def sample_column_bytes(paths: Sequence[str]) -> int:
-    """Bytes the sample columns of the split files ``paths`` take in memory (from the files' metadata)."""
+    """Bytes the sample columns of the split files ``paths`` take in memory (from the files' metadata).
+
+    Raises:
+        FileNotFoundError / InputFileError: a file is missing / not readable HDF5 (naming it, as
+            :func:`lainctr.data.store.open_columns` does: this runs before the dataset is loaded).
+    """
     total = 0
     for path in paths:
-        with h5py.File(path, "r") as f:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: file not found")
+        with store.readable_h5(path), h5py.File(path, "r") as f:
             total += sum(int(f[name].size) * f[name].dtype.itemsize for name in f.keys())
     return total
 
